@@ -1,0 +1,137 @@
+"""The backbone registry: builders registered by name, described by a frozen spec.
+
+A backbone is a headless feature extractor: ``builder(input_shape, weights)`` returns a
+``keras.Model`` mapping preprocessed images to a feature map. Heads belong to the harness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from importlib import metadata
+from typing import Callable
+
+ENTRY_POINT_GROUP = "bench.backbones"
+ALL_STAGES = ("baseline", "transfer", "finetune")
+# keras.applications rejects inputs under 32 px
+MIN_IMAGE_SIZE = 32
+
+
+class BackboneLookupError(LookupError):
+    """An unknown or duplicate backbone name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """Everything the harness needs to know about one backbone.
+
+    Attributes:
+        name: registry key.
+        builder: ``(input_shape, weights) -> keras.Model``; ``weights`` is ``None``,
+            ``"imagenet"`` or a path to a ``.weights.h5`` file.
+        default_image_size: side in pixels the backbone is run at unless asked otherwise.
+        preprocess: maps float32 pixels in [0, 255] to what the backbone expects.
+        has_imagenet_weights: whether ``weights="imagenet"`` exists for it.
+        stages: the training stages it supports, a subset of ``ALL_STAGES``.
+        min_image_size: smallest side the builder accepts.
+        description: one line for ``bench list``.
+    """
+
+    name: str
+    builder: Callable
+    default_image_size: int
+    preprocess: Callable
+    has_imagenet_weights: bool
+    stages: tuple[str, ...]
+    min_image_size: int = MIN_IMAGE_SIZE
+    description: str = ""
+
+    def __post_init__(self):
+        unknown = set(self.stages) - set(ALL_STAGES)
+        if not self.stages or unknown:
+            raise ValueError(f"backbone {self.name!r}: stages must be a non-empty subset of {ALL_STAGES}, got {self.stages}")
+        if self.default_image_size < self.min_image_size:
+            raise ValueError(f"backbone {self.name!r}: default_image_size {self.default_image_size} is below its minimum {self.min_image_size}")
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+_plugins_loaded = False
+
+
+def register_backbone(
+    fn: Callable | None = None,
+    *,
+    name: str | None = None,
+    default_image_size: int = 96,
+    preprocess: Callable | None = None,
+    has_imagenet_weights: bool = False,
+    stages: tuple[str, ...] = ("transfer", "finetune"),
+    min_image_size: int = MIN_IMAGE_SIZE,
+    description: str = "",
+):
+    """Register a backbone builder; the function's name is the key unless ``name`` is given.
+
+    Usable bare (``@register_backbone``) or with options. Raises ``BackboneLookupError``
+    if the name is already registered.
+    """
+
+    def wrap(builder):
+        key = name or builder.__name__
+        if key in _REGISTRY:
+            raise BackboneLookupError(f"backbone {key!r} is already registered (by {_REGISTRY[key].builder.__module__}); pick another name")
+        _REGISTRY[key] = BackboneSpec(
+            name=key,
+            builder=builder,
+            default_image_size=default_image_size,
+            preprocess=preprocess or _scale_to_unit,
+            has_imagenet_weights=has_imagenet_weights,
+            stages=tuple(stages),
+            min_image_size=min_image_size,
+            description=description or (builder.__doc__ or "").strip().partition("\n")[0],
+        )
+        return builder
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def unregister_backbone(name: str) -> None:
+    """Remove a backbone (tests register throw-away backbones and clean up after)."""
+    _REGISTRY.pop(name, None)
+
+
+def _scale_to_unit(images):
+    return images / 255.0
+
+
+def _load_plugins() -> None:
+    """Import every module advertised under the ``bench.backbones`` entry-point group, once."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Sorted names of registered backbones matching a glob (``"*net*"``)."""
+    _load_plugins()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """The spec registered under ``name``.
+
+    Raises:
+        BackboneLookupError: the name is unknown; the message lists the known names
+            and the closest match.
+    """
+    _load_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = sorted(_REGISTRY)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise BackboneLookupError(f"unknown backbone {name!r}.{hint} Known backbones: {', '.join(known)}") from None

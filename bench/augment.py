@@ -1,0 +1,103 @@
+"""Augmentation policies, as data, built from Keras 3 core preprocessing layers.
+
+Policies run on the tf.data training pipeline only (never inside the model, never on
+validation or test). A policy whose randomness is a choice among a few deterministic
+variants of each image lists them in ``cache_variants``: the activation cache then stores
+every variant and stays exact. Any other policy makes a cache inexact, so the stage runs
+its uncached path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """Attributes:
+    name: key on the command line and in records.
+    description: one line.
+    build: ``(seed, num_classes) -> callable(images, one_hot_labels) -> (images, labels)``
+        applied to float32 batches on the 0-255 scale; ``None`` means identity.
+    cache_variants: deterministic variants an exact activation cache must hold, or
+        ``None`` when no finite set of variants reproduces the policy.
+    """
+
+    name: str
+    description: str
+    build: Callable | None
+    cache_variants: tuple[str, ...] | None
+
+
+def _images_only(*layers):
+    def build(seed, num_classes):
+        # Distinct per-layer seeds, all derived from the run's seed.
+        pipeline = keras.Sequential([make(seed + i) for i, make in enumerate(layers)])
+
+        def apply(images, labels):
+            return pipeline(images, training=True), labels
+
+        return apply
+
+    return build
+
+
+def _mixing(layer_cls):
+    def build(seed, num_classes):
+        layer = layer_cls(seed=seed)
+
+        def apply(images, labels):
+            mixed = layer({"images": images, "labels": labels}, training=True)
+            return mixed["images"], mixed["labels"]
+
+        return apply
+
+    return build
+
+
+def _flip(seed):
+    return keras.layers.RandomFlip("horizontal", seed=seed)
+
+
+def _translate(seed):
+    # 4 px of 32: the classic pad-and-crop range for CIFAR, as a fraction of the side.
+    return keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=seed)
+
+
+def _flip_then(mix_layer_cls):
+    flip_build = _images_only(_flip)
+    mix_build = _mixing(mix_layer_cls)
+
+    def build(seed, num_classes):
+        flip, mix = flip_build(seed, num_classes), mix_build(seed + 100, num_classes)
+        return lambda images, labels: mix(*flip(images, labels))
+
+    return build
+
+
+POLICIES = {
+    p.name: p
+    for p in (
+        Policy("none", "no augmentation", None, ("original",)),
+        Policy("flip", "random horizontal flip", _images_only(_flip), ("original", "flipped")),
+        Policy("flip-crop", "horizontal flip + random translation up to 12.5 % (pad-and-crop)", _images_only(_flip, _translate), None),
+        Policy(
+            "randaugment",
+            "keras.layers.RandAugment (2 ops, factor 0.5) + horizontal flip",
+            _images_only(_flip, lambda seed: keras.layers.RandAugment(value_range=(0, 255), seed=seed)),
+            None,
+        ),
+        Policy("mixup", "horizontal flip + keras.layers.MixUp", _flip_then(keras.layers.MixUp), None),
+        Policy("cutmix", "horizontal flip + keras.layers.CutMix", _flip_then(keras.layers.CutMix), None),
+    )
+}
+
+
+def get_policy(name: str) -> Policy:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown augmentation policy {name!r}; choose from: {', '.join(POLICIES)}") from None

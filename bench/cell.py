@@ -1,0 +1,424 @@
+"""One cell of the grid: build, train and measure one (backbone, stage, size, policy, seed).
+
+``run_cell(cell, out_dir) -> Record`` is the whole story of a cell; the sweep runs it in a
+child process. Training has one loop with two kinds of input:
+
+- uncached: the full model trains on augmented images;
+- cached: a frozen prefix of the network (backbone up to the pooled features for
+  ``transfer``, up to the first unfrozen layer for ``finetune``) runs once per
+  deterministic augmentation variant, and only the trainable suffix trains, on a
+  variant drawn per image and epoch. Same optimiser, same schedule, same data order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from bench.augment import get_policy
+from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
+from bench.records import Record
+from bench.stages import PROFILES, STAGES, Stage
+
+ARTIFACTS_DIR = "artifacts"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """What to run. Fields left ``None`` take the stage's defaults."""
+
+    backbone: str
+    stage: str
+    image_size: int
+    augment: str
+    seed: int
+    data: str = "synthetic"
+    profile: str = "full"
+    weights: str = "none"  # imagenet | none | path to a .weights.h5 file
+    epochs: int | None = None
+    batch_size: int | None = None
+    unfreeze_layers: int | None = None
+    use_cache: bool = True
+    val_fraction: float = 0.1
+
+    @property
+    def dataset_label(self) -> str:
+        return self.data if self.data in ("cifar10", "synthetic") else Path(self.data).name
+
+    @property
+    def key(self) -> str:
+        return f"{self.backbone}/{self.stage}/{self.image_size}px/{self.augment}/seed{self.seed}/{self.dataset_label}/{self.profile}"
+
+    def recipe(self) -> Stage:
+        """The stage with this cell's overrides and profile applied."""
+        stage = STAGES[self.stage]
+        epochs = self.epochs or stage.epochs
+        cap = PROFILES[self.profile].max_epochs
+        return dataclasses.replace(
+            stage,
+            epochs=min(epochs, cap) if cap else epochs,
+            batch_size=self.batch_size or stage.batch_size,
+            unfreeze_layers=self.unfreeze_layers if self.unfreeze_layers is not None else stage.unfreeze_layers,
+        )
+
+    def head_artifact(self, out_dir: Path) -> Path:
+        """Where the trained head of this cell's ``transfer`` counterpart lives."""
+        transfer = dataclasses.replace(self, stage="transfer", epochs=None, batch_size=None, unfreeze_layers=None)
+        return Path(out_dir) / ARTIFACTS_DIR / (transfer.key.replace("/", "__") + ".head.weights.h5")
+
+
+def _identity(cell: Cell) -> dict:
+    return {
+        "key": cell.key,
+        "backbone": cell.backbone,
+        "stage": cell.stage,
+        "image_size": cell.image_size,
+        "augment": cell.augment,
+        "seed": cell.seed,
+        "dataset": cell.dataset_label,
+        "profile": cell.profile,
+        "weights": cell.weights,
+    }
+
+
+def failed_record(cell: Cell, error: str, **extra) -> Record:
+    return Record(**_identity(cell), status="failed", error=error, **extra)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _flip(images: np.ndarray) -> np.ndarray:
+    return images[:, :, ::-1]
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes, dtype="float32")[labels]
+
+
+def _fingerprint(*parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(str(part.shape).encode())
+            digest.update(np.ascontiguousarray(part).data)
+        else:
+            digest.update(repr(part).encode())
+    return digest.hexdigest()[:20]
+
+
+def _weights_identity(cell: Cell):
+    if cell.weights in ("none", "imagenet"):
+        # Random initial weights differ per seed; the features they give do too.
+        return (cell.weights, cell.seed if cell.weights == "none" else None)
+    stat = os.stat(cell.weights)
+    return (os.path.abspath(cell.weights), stat.st_size, stat.st_mtime_ns)
+
+
+def extract(prefix, images: np.ndarray, cache_file: Path | None, batch_size: int = 256) -> np.ndarray:
+    """Run the frozen ``prefix`` over ``images`` once; reuse a memory-mapped copy if cached."""
+    if cache_file is not None and cache_file.exists():
+        return np.load(cache_file, mmap_mode="r")
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
+    shape = (len(images), *prefix.output.shape[1:])
+    out = np.empty(shape, "float32")
+    for start in range(0, len(images), batch_size):
+        out[start : start + batch_size] = forward(tf.constant(images[start : start + batch_size])).numpy()
+    if cache_file is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(temporary, out)
+            os.replace(temporary, cache_file)
+        except OSError:
+            pass  # a full or read-only cache only costs the next run a re-extraction
+    return out
+
+
+def cached_features(cell: Cell, data, prefix, cut_name: str, variants, splits, cache_dir: Path) -> dict:
+    """``{(variant, split): activations}`` of the frozen ``prefix``, from the cache where present.
+
+    The cache key covers backbone, weights, image size, cut, data content and variant, so
+    a cached array is only ever reused for exactly the computation that produced it.
+    """
+    base_key = (cell.backbone, _weights_identity(cell), cell.image_size, cut_name, _fingerprint(data.x_pool, data.x_test))
+    images = {"pool": data.x_pool, "test": data.x_test}
+    out = {}
+    for variant in variants:
+        for split in splits:
+            source = _flip(images[split]) if variant == "flipped" else images[split]
+            cache_file = Path(cache_dir) / "features" / f"{_fingerprint(*base_key, variant, split)}.npy"
+            out[variant, split] = extract(prefix, source, cache_file)
+    return out
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _compile(model, recipe: Stage, steps_per_epoch: int):
+    import keras
+
+    total = max(1, recipe.epochs * steps_per_epoch)
+    warmup = min(total - 1, int(recipe.warmup_epochs * steps_per_epoch))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else recipe.learning_rate,
+        decay_steps=total - warmup,
+        warmup_target=recipe.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def _image_epochs(x, y_onehot, recipe: Stage, policy, seed: int):
+    """Uncached input: augmented image batches, reshuffled each epoch, seeded."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y_onehot)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(recipe.batch_size).map(lambda i, l: (tf.cast(i, "float32"), l), num_parallel_calls=tf.data.AUTOTUNE)
+    if policy.build is not None:
+        augment = policy.build(seed, y_onehot.shape[-1])
+        # Sequential (not parallel) map: the layers' seed generators then give the same
+        # batches for the same seed.
+        dataset = dataset.map(augment)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    return lambda epoch: dataset
+
+
+def _variant_epochs(variants: list[np.ndarray], y_onehot, seed: int):
+    """Cached input: each image's variant (e.g. original or mirrored) drawn per epoch, seeded."""
+
+    def for_epoch(epoch):
+        if len(variants) == 1:
+            return variants[0]
+        choice = np.random.default_rng([seed, epoch]).integers(len(variants), size=len(y_onehot))
+        picked = np.array(variants[0])
+        for v in range(1, len(variants)):
+            picked[choice == v] = variants[v][choice == v]
+        return picked
+
+    return for_epoch
+
+
+def train(model, epoch_inputs, y_onehot, val_inputs, y_val_onehot, recipe: Stage, seed: int):
+    """Fit ``model`` epoch by epoch; returns (history rows, throughput meter, guard, seconds)."""
+    from bench.measure import DivergenceGuard, ThroughputMeter
+
+    meter, guard = ThroughputMeter(recipe.batch_size), DivergenceGuard()
+    _compile(model, recipe, math.ceil(len(y_onehot) / recipe.batch_size))
+    history = []
+    start = time.perf_counter()
+    for epoch in range(recipe.epochs):
+        inputs = epoch_inputs(epoch)
+        is_dataset = not isinstance(inputs, np.ndarray)
+        fit = model.fit(
+            inputs,
+            None if is_dataset else y_onehot,
+            batch_size=None if is_dataset else recipe.batch_size,
+            shuffle=not is_dataset,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            validation_data=(val_inputs, y_val_onehot),
+            validation_batch_size=256,
+            callbacks=[meter, guard],
+            verbose=0,
+        )
+        row = {k: float(v[-1]) for k, v in fit.history.items()}
+        history.append({"epoch": epoch + 1, **row})
+        if guard.diverged:
+            break
+    return history, meter, guard, time.perf_counter() - start
+
+
+def evaluate(model, variants: list[np.ndarray], labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy, cross-entropy) of the class probabilities averaged over the test-time variants."""
+    probs = np.mean([model.predict(v, batch_size=256, verbose=0) for v in variants], axis=0)
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return float(np.mean(probs.argmax(1) == labels)), float(-np.mean(np.log(picked)))
+
+
+# --------------------------------------------------------------------------- the cell
+
+
+def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> Record:
+    """Train and measure one cell. Bad data raises ``UsageError``; a divergence returns a failed record."""
+    import keras
+
+    from backbones import get_backbone
+    from bench import measure
+    from bench.models import build_classifier, split_at_first_trainable
+
+    wall_start = time.perf_counter()
+    env = measure.environment()
+    spec, recipe, policy = get_backbone(cell.backbone), cell.recipe(), get_policy(cell.augment)
+    profile = PROFILES[cell.profile]
+    keras.utils.set_random_seed(cell.seed)
+    raw = load_raw(cell.data, cache_dir)
+    data = prepare(raw, cell.seed, cell.val_fraction, profile.train_images, profile.test_images)
+    weights = None if cell.weights == "none" else cell.weights
+    clf = build_classifier(spec, recipe, data.image_size, cell.image_size, data.num_classes, weights)
+    y_train = _one_hot(data.y_train, data.num_classes)
+    y_val = _one_hot(data.y_val, data.num_classes)
+
+    cached = cell.use_cache and recipe.trainable != "all" and policy.cache_variants is not None
+    head_trained_inline = False
+    if recipe.starts_from:
+        artifact = cell.head_artifact(out_dir)
+        if artifact.exists():
+            clf.head.load_weights(artifact)
+        else:
+            # No transfer result to start from (finetune asked for alone): train the head here.
+            head_trained_inline = True
+            transfer_cell = dataclasses.replace(cell, stage=recipe.starts_from, epochs=None, batch_size=None, unfreeze_layers=None)
+            _train_head_inline(transfer_cell, data, raw, clf, cache_dir)
+
+    cache_seconds = 0.0
+    if cached:
+        cache_start = time.perf_counter()
+        if recipe.trainable == "head":
+            prefix, suffix = clf.features, clf.head
+            cut_name = "pooled"
+        else:
+            bottom, top = split_at_first_trainable(clf.backbone)
+            prefix, suffix = _prefix_suffix(clf, bottom, top)
+            cut_name = top.layers[1].name if len(top.layers) > 1 else "top"
+        variants_needed = list(policy.cache_variants)
+        if recipe.tta_flip and "flipped" not in variants_needed:
+            variants_needed.append("flipped")
+        features = cached_features(cell, data, prefix, cut_name, variants_needed, ("pool", "test"), cache_dir)
+        pool = {v: features[v, "pool"] for v in variants_needed}
+        test = {v: features[v, "test"] for v in variants_needed}
+        cache_seconds = time.perf_counter() - cache_start
+        train_variants = [np.asarray(pool[v][data.train_index]) for v in policy.cache_variants]
+        epoch_inputs = _variant_epochs(train_variants, y_train, cell.seed)
+        val_inputs = np.asarray(pool["original"][data.val_index])
+        val_variants = [val_inputs] + ([np.asarray(pool["flipped"][data.val_index])] if recipe.tta_flip else [])
+        test_variants = [test["original"]] + ([test["flipped"]] if recipe.tta_flip else [])
+        trained = suffix
+    else:
+        epoch_inputs = _image_epochs(data.x_train, y_train, recipe, policy, cell.seed)
+        val_inputs = data.x_val
+        val_variants = [data.x_val] + ([_flip(data.x_val)] if recipe.tta_flip else [])
+        test_variants = [data.x_test] + ([_flip(data.x_test)] if recipe.tta_flip else [])
+        trained = clf.model
+
+    history, meter, guard, train_seconds = train(trained, epoch_inputs, y_train, val_inputs, y_val, recipe, cell.seed)
+    common = dict(
+        epochs=len(history),
+        batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        unfreeze_layers=recipe.unfreeze_layers if recipe.trainable == "top" else None,
+        path="cached" if cached else "uncached",
+        history=history,
+        train_seconds=train_seconds,
+        cache_seconds=cache_seconds,
+        **env,
+    )
+    if guard.diverged:
+        return failed_record(cell, "diverged: the training loss became NaN or infinite", **common)
+
+    if recipe.name == "transfer":
+        artifact = cell.head_artifact(out_dir)
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        clf.head.save_weights(artifact)
+
+    test_accuracy, test_loss = evaluate(trained, test_variants, data.y_test)
+    val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val)
+    total_params, trainable_params = measure.param_counts(clf.model)
+    throughput = measure.inference_images_per_second(clf.model, data.x_test)
+    latency = measure.latency_ms(clf.model, data.x_test)
+    flops = measure.flops_per_image(clf.model, data.x_test.shape[1:])
+    return Record(
+        **_identity(cell),
+        status="ok",
+        error="inline: no transfer head was saved, so this cell trained one first" if head_trained_inline else "",
+        test_accuracy=test_accuracy,
+        test_loss=test_loss,
+        val_accuracy=val_accuracy,
+        val_loss=val_loss,
+        train_accuracy=history[-1].get("accuracy") if history else None,
+        tta_flip=recipe.tta_flip,
+        train_images=len(data.train_index),
+        val_images=len(data.val_index),
+        test_images=len(data.y_test),
+        wall_seconds=time.perf_counter() - wall_start,
+        train_images_per_second=meter.images_per_second,
+        infer_images_per_second=throughput["images_per_second"],
+        infer_batch_size=throughput["batch_size"],
+        latency_p50_ms=latency["p50"],
+        latency_p95_ms=latency["p95"],
+        peak_rss_mb=measure.peak_rss_mb(),
+        peak_gpu_mb=measure.peak_gpu_mb(),
+        total_params=total_params,
+        trainable_params=trainable_params,
+        flops_per_image=flops,
+        **common,
+    )
+
+
+def _prefix_suffix(clf, bottom, top):
+    """Finetune's frozen prefix (images -> cut activations) and trainable suffix (-> probabilities)."""
+    import keras
+
+    images = clf.model.input
+    x = images
+    for layer in clf.model.layers[1:]:
+        if layer is clf.backbone:
+            break
+        x = layer(x)
+    prefix = keras.Model(images, bottom(x, training=False), name="frozen_prefix")
+    cut = keras.Input(bottom.output.shape[1:], name="cut_activations")
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(top(cut, training=False))
+    suffix = keras.Model(cut, clf.head(pooled), name="trainable_suffix")
+    return prefix, suffix
+
+
+def _train_head_inline(transfer_cell: Cell, data, raw, clf, cache_dir: Path) -> None:
+    """Train ``clf.head`` as the transfer stage would, on cached pooled features."""
+    recipe, policy = transfer_cell.recipe(), get_policy(transfer_cell.augment)
+    variants = list(policy.cache_variants or ("original",))
+    features = cached_features(transfer_cell, data, clf.features, "pooled", variants, ("pool",), cache_dir)
+    pool = {v: features[v, "pool"] for v in variants}
+    y_train = _one_hot(data.y_train, data.num_classes)
+    train(
+        clf.head,
+        _variant_epochs([np.asarray(pool[v][data.train_index]) for v in variants], y_train, transfer_cell.seed),
+        y_train,
+        np.asarray(pool["original"][data.val_index]),
+        _one_hot(data.y_val, data.num_classes),
+        recipe,
+        transfer_cell.seed,
+    )
+
+
+def run_cell_safely(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> Record:
+    """``run_cell`` with every exception turned into a failed record (the last traceback lines)."""
+    try:
+        return run_cell(cell, out_dir, cache_dir)
+    except Exception as error:
+        tail = "".join(traceback.format_exception(error)[-3:]).strip()
+        kind = "out of memory: " if _is_oom(error) else ""
+        return failed_record(cell, f"{kind}{type(error).__name__}: {error}"[:2000] + f"\n{tail[-1500:]}")
+
+
+def _is_oom(error: Exception) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    try:
+        import tensorflow as tf
+
+        return isinstance(error, tf.errors.ResourceExhaustedError)
+    except ImportError:
+        return False

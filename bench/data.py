@@ -1,0 +1,263 @@
+"""Datasets as uint8 arrays: CIFAR-10 through Keras, an image-folder tree, or synthetic data.
+
+Every source yields the same frozen ``Dataset``. The validation split is carved from train,
+stratified and seeded; the test split is only ever evaluated, never used for a choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import UsageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "bench"))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Images are uint8 ``(N, H, W, 3)``; labels int64 ``(N,)``.
+
+    Train and validation are index sets into one pool (the official training images, or a
+    profile's subset of them), so features computed once over the pool serve every split.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    x_pool: np.ndarray
+    y_pool: np.ndarray
+    train_index: np.ndarray
+    val_index: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_pool.shape[1])
+
+    @property
+    def x_train(self) -> np.ndarray:
+        return self.x_pool[self.train_index]
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.y_pool[self.train_index]
+
+    @property
+    def x_val(self) -> np.ndarray:
+        return self.x_pool[self.val_index]
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return self.y_pool[self.val_index]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RawData:
+    """A source's official train/test split, before validation carving and subsetting."""
+
+    name: str
+    class_names: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def fingerprint(self) -> str:
+        """Content hash, so caches keyed by it can never serve another dataset's features."""
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()[:16]
+
+
+def load_raw(source: str, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawData:
+    """Load ``cifar10``, ``synthetic`` or an image-folder directory."""
+    if source == "cifar10":
+        return _load_cifar10()
+    if source == "synthetic":
+        return make_synthetic()
+    path = Path(source)
+    if not path.is_dir():
+        raise UsageError(f"--data {source!r} is neither 'cifar10', 'synthetic' nor a directory; pass one of those")
+    return load_image_folder(path, cache_dir)
+
+
+def _load_cifar10() -> RawData:
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as error:  # offline: urllib raises several different types
+        raise UsageError(
+            f"could not download CIFAR-10 ({type(error).__name__}): place cifar-10-python.tar.gz from "
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in ~/.keras/datasets/, or pass --data DIR "
+            "with an image-folder copy (DIR/train/<class>/*, DIR/test/<class>/*)"
+        ) from None
+    names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    return RawData("cifar10", names, x_train, y_train.reshape(-1).astype(np.int64), x_test, y_test.reshape(-1).astype(np.int64))
+
+
+def make_synthetic(train_per_class: int = 60, test_per_class: int = 20, num_classes: int = 10, size: int = 32, seed: int = 1234) -> RawData:
+    """A small learnable dataset: each class is a coloured stripe pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    palette = rng.uniform(40, 215, size=(num_classes, 3))
+    rows = np.arange(size)[:, None]
+    cols = np.arange(size)[None, :]
+
+    def draw(per_class):
+        images, labels = [], []
+        for label in range(num_classes):
+            period = 3 + label % 5
+            stripes = ((rows + (cols if label % 2 else 0)) // period) % 2
+            base = stripes[..., None] * palette[label] + (1 - stripes[..., None]) * palette[(label + 3) % num_classes]
+            noise = rng.normal(0, 25, size=(per_class, size, size, 3))
+            images.append(np.clip(base[None] + noise, 0, 255).astype(np.uint8))
+            labels.append(np.full(per_class, label, np.int64))
+        return np.concatenate(images), np.concatenate(labels)
+
+    x_train, y_train = draw(train_per_class)
+    x_test, y_test = draw(test_per_class)
+    return RawData("synthetic", tuple(f"class_{i}" for i in range(num_classes)), x_train, y_train, x_test, y_test)
+
+
+def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise UsageError(f"data folder {root} has no {split}/ subfolder; expected {root}/train/<class>/* and {root}/test/<class>/*")
+    classes = {}
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        # Sorted by name: nothing downstream may depend on the order files were written in.
+        classes[class_dir.name] = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not classes or not any(classes.values()):
+        raise UsageError(f"data folder {split_dir} holds no images; expected {split_dir}/<class>/*.jpg (or .png)")
+    empty = [name for name, files in classes.items() if not files]
+    if empty:
+        raise UsageError(f"class folder(s) {', '.join(empty)} in {split_dir} hold no images; add images or remove the folder")
+    return classes
+
+
+def _decode(files: list[Path], size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image = image.convert("RGB")
+                if size and image.size != size:
+                    image = image.resize(size, Image.BILINEAR)
+                images.append(np.asarray(image, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise UsageError(f"cannot read image {file}: {error}; delete or replace the file") from None
+    return np.stack(images)
+
+
+def _modal_size(files: list[Path]) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    sizes: dict[tuple[int, int], int] = {}
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                sizes[image.size] = sizes.get(image.size, 0) + 1
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise UsageError(f"cannot read image {file}: {error}; delete or replace the file") from None
+    # Ties broken by size itself, not by which file came first.
+    return max(sizes, key=lambda s: (sizes[s], s))
+
+
+def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawData:
+    """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` into arrays.
+
+    Images of other sizes are resized to the most common size. Decoded arrays are cached
+    under ``cache_dir`` keyed by the files' paths, sizes and modification times.
+    """
+    root = root.resolve()
+    train, test = _list_split(root, "train"), _list_split(root, "test")
+    if set(train) != set(test):
+        raise UsageError(
+            f"train/ and test/ in {root} have different classes (only in train: {sorted(set(train) - set(test))}, "
+            f"only in test: {sorted(set(test) - set(train))}); make the class folders match"
+        )
+    class_names = tuple(sorted(train))
+    all_files = [f for split in (train, test) for name in class_names for f in split[name]]
+    key = hashlib.sha256()
+    for file in all_files:
+        stat = file.stat()
+        key.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    cache_file = Path(cache_dir) / "datasets" / f"{root.name}-{key.hexdigest()[:16]}.npz"
+    if cache_file.exists():
+        with np.load(cache_file) as cached:
+            return RawData(str(root), class_names, cached["x_train"], cached["y_train"], cached["x_test"], cached["y_test"])
+
+    size = _modal_size(all_files)
+    arrays = {}
+    for split_name, split in (("train", train), ("test", test)):
+        files = [f for name in class_names for f in split[name]]
+        arrays[f"x_{split_name}"] = _decode(files, size)
+        arrays[f"y_{split_name}"] = np.concatenate([np.full(len(split[name]), i, np.int64) for i, name in enumerate(class_names)])
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_file.with_suffix(".tmp.npz")
+        np.savez(temporary, **arrays)
+        os.replace(temporary, cache_file)
+    except OSError:
+        pass  # a read-only or full cache only costs the next run a re-decode
+    return RawData(str(root), class_names, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
+
+
+def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of about ``count`` items, the same share of every class."""
+    classes = np.unique(labels)
+    per_class = max(1, count // len(classes))
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.sort(np.concatenate(picked))
+
+
+def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train_indices, val_indices) of one labelled split.
+
+    Raises:
+        UsageError: a class has too few images to put at least one in each part.
+    """
+    rng = np.random.default_rng(seed)
+    train_parts, val_parts = [], []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        if len(members) < 2:
+            raise UsageError(f"class {c} has {len(members)} training image(s): at least 2 are needed to carve a validation split; add images")
+        n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val_parts.append(members[:n_val])
+        train_parts.append(members[n_val:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
+
+
+def prepare(raw: RawData, seed: int, val_fraction: float = 0.1, train_images: int | None = None, test_images: int | None = None) -> Dataset:
+    """Carve the validation split and apply a profile's subset limits."""
+    if not 0 < val_fraction < 1:
+        raise UsageError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+    for split, labels in (("train", raw.y_train), ("test", raw.y_test)):
+        bad = labels[(labels < 0) | (labels >= len(raw.class_names))]
+        if bad.size:
+            raise UsageError(f"{split} labels out of range: found {int(bad[0])} with {len(raw.class_names)} classes; fix the labels")
+    rng = np.random.default_rng(seed)
+    x_train, y_train, x_test, y_test = raw.x_train, raw.y_train, raw.x_test, raw.y_test
+    if train_images and train_images < len(y_train):
+        keep = stratified_subset(y_train, train_images, rng)
+        x_train, y_train = x_train[keep], y_train[keep]
+    if test_images and test_images < len(y_test):
+        keep = stratified_subset(y_test, test_images, rng)
+        x_test, y_test = x_test[keep], y_test[keep]
+    train_index, val_index = split_validation(y_train, val_fraction, seed)
+    return Dataset(raw.name, raw.class_names, x_train, y_train, train_index, val_index, x_test, y_test)

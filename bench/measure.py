@@ -1,0 +1,179 @@
+"""Cost measurements: throughput, latency, memory, parameters, FLOPs, and the environment.
+
+Timing follows pytest-benchmark's hygiene: warm-up calls are excluded, the compiled
+function is timed (not ``model.predict``'s Python overhead), and the median of repeats
+is reported.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def compiled_forward(model: keras.Model, jit_compile: bool = False):
+    """``model(x, training=False)`` as a traced tf.function."""
+    return tf.function(lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
+
+
+def inference_images_per_second(model: keras.Model, images: np.ndarray, batch_size: int = 64, batches: int = 3, repeats: int = 5) -> dict:
+    """Median images/s of the compiled forward pass over ``repeats`` timed runs.
+
+    Returns:
+        ``{"images_per_second", "spread", "batch_size"}``; spread is (max - min) / median.
+    """
+    forward = compiled_forward(model)
+    batch = tf.constant(np.resize(images, (batch_size, *images.shape[1:])))
+    forward(batch).numpy()  # warm-up: tracing and first-call allocation
+    forward(batch).numpy()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(batches):
+            out = forward(batch)
+        out.numpy()
+        rates.append(batch_size * batches / (time.perf_counter() - start))
+    median = statistics.median(rates)
+    return {"images_per_second": median, "spread": (max(rates) - min(rates)) / median, "batch_size": batch_size}
+
+
+def latency_ms(model: keras.Model, images: np.ndarray, calls: int = 30) -> dict:
+    """Batch-1 latency percentiles (ms) of the compiled forward pass, warm-up excluded."""
+    forward = compiled_forward(model)
+    single = tf.constant(images[:1])
+    for _ in range(3):
+        forward(single).numpy()
+    times = []
+    for i in range(calls):
+        x = tf.constant(images[i % len(images) : i % len(images) + 1])
+        start = time.perf_counter()
+        forward(x).numpy()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
+
+
+def flops_per_image(model: keras.Model, input_shape: tuple[int, ...]) -> float | None:
+    """Floating-point operations of one forward pass (a multiply-add counts 2), from TF's profiler."""
+    try:
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec((1, *input_shape), tf.float32))
+        frozen = convert_variables_to_constants_v2(concrete)
+        options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+        options["output"] = "none"
+        profile = tf.compat.v1.profiler.profile(graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options)
+        return float(profile.total_float_ops) if profile.total_float_ops else None
+    except Exception:  # the profiler is best-effort; a missing FLOP count must not fail a cell
+        return None
+
+
+def peak_rss_mb() -> float:
+    """High-water resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_gpu_mb() -> float | None:
+    """Peak accelerator memory of GPU:0 since start, or ``None`` without a GPU."""
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
+def param_counts(model: keras.Model) -> tuple[int, int]:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = trainable + sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return total, trainable
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment() -> dict:
+    """Software and hardware facts stamped on every record."""
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu = ""
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        gpu = details.get("device_name", gpus[0].name)
+    commit = _git("rev-parse", "HEAD")
+    return {
+        "tf_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "python_version": platform.python_version(),
+        "cpu": f"{_cpu_model()} ({__import__('os').cpu_count()} cores)",
+        "gpu": gpu,
+        "hostname": socket.gethostname(),
+        "git_commit": commit,
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+class ThroughputMeter(keras.callbacks.Callback):
+    """Steady-state training images/s: time between batch ends, first epoch's first steps excluded.
+
+    The first steps of the first epoch trace and compile the train function; the gaps
+    between later batch ends include input-pipeline time, as a user's training would.
+    """
+
+    def __init__(self, batch_size: int, skip_steps: int = 3):
+        super().__init__()
+        self.batch_size = batch_size
+        self.skip_steps = skip_steps
+        self.seconds = 0.0
+        self.steps = 0
+        self._last = None
+        self._seen = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        self._seen += 1
+        if self._seen > self.skip_steps:
+            self.seconds += now - self._last
+            self.steps += 1
+        self._last = now
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.steps * self.batch_size / self.seconds if self.seconds else None
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training the moment the loss is NaN or infinite."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.diverged = True
+            self.model.stop_training = True

@@ -1,0 +1,131 @@
+"""Backbone + head assembly and the trainable-weight rules of each stage.
+
+The classifier takes raw uint8-valued images at the data's native size: resizing and the
+backbone's own preprocessing are layers of the model, so throughput and latency measure
+what a deployed model would run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from backbones import BackboneSpec
+from bench.stages import Stage
+
+
+class Preprocess(keras.layers.Layer):
+    """Applies a backbone's preprocessing function (pixels on the 0-255 scale in)."""
+
+    def __init__(self, fn, **kwargs):
+        super().__init__(**kwargs)
+        self.fn = fn
+
+    def call(self, images):
+        return self.fn(keras.ops.cast(images, "float32"))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Classifier:
+    """The parts of one cell's network.
+
+    Attributes:
+        model: images -> class probabilities, end to end.
+        backbone: the headless feature extractor inside ``model``.
+        features: images -> pooled backbone features (what the ``transfer`` cache stores).
+        head: pooled features -> probabilities (the only part ``transfer`` trains).
+    """
+
+    model: keras.Model
+    backbone: keras.Model
+    features: keras.Model
+    head: keras.Model
+
+
+def build_head(feature_dim: int, num_classes: int, stage: Stage) -> keras.Model:
+    """Global-average-pooled features -> [Dense -> Dropout] -> Dense softmax, as in the write-up."""
+    inputs = keras.Input((feature_dim,), name="pooled_features")
+    x = inputs
+    if stage.head_units:
+        x = keras.layers.Dense(stage.head_units, activation="relu", name="head_dense")(x)
+    if stage.head_dropout:
+        x = keras.layers.Dropout(stage.head_dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head_output")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def build_classifier(spec: BackboneSpec, stage: Stage, native_size: int, image_size: int, num_classes: int, weights) -> Classifier:
+    """Assemble backbone and head for one stage and set which weights train.
+
+    Args:
+        spec: the backbone.
+        stage: decides frozen parts and head shape.
+        native_size: side of the images the model is fed.
+        image_size: side the backbone runs at (a Resizing layer bridges the two).
+        num_classes: output width.
+        weights: ``None``, ``"imagenet"`` or a weights file, handed to the builder.
+    """
+    backbone = spec.builder(input_shape=(image_size, image_size, 3), weights=weights)
+    inputs = keras.Input((native_size, native_size, 3), name="images")
+    x = inputs
+    if image_size != native_size:
+        x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
+    x = Preprocess(spec.preprocess, name="preprocess")(x)
+    # A frozen or partly frozen backbone runs with training=False so BatchNorm keeps its
+    # ImageNet statistics, even for the layers fine-tuning unfreezes.
+    x = backbone(x, training=False) if stage.trainable != "all" else backbone(x)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    features = keras.Model(inputs, pooled, name="features")
+    head = build_head(pooled.shape[-1], num_classes, stage)
+    model = keras.Model(inputs, head(pooled), name=f"{spec.name}_{stage.name}")
+    set_trainable(backbone, stage)
+    return Classifier(model, backbone, features, head)
+
+
+def top_layers(backbone: keras.Model, count: int) -> list[keras.layers.Layer]:
+    """The last ``count`` layers of ``backbone`` that carry weights and are not BatchNorm."""
+    picked = []
+    for layer in reversed(backbone.layers):
+        if len(picked) == count:
+            break
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization):
+            picked.append(layer)
+    return picked[::-1]
+
+
+def set_trainable(backbone: keras.Model, stage: Stage) -> None:
+    """Apply the stage's rule: all, head only (backbone frozen), or the top N layers."""
+    if stage.trainable == "all":
+        backbone.trainable = True
+    elif stage.trainable == "head":
+        backbone.trainable = False
+    elif stage.trainable == "top":
+        backbone.trainable = True
+        unfrozen = {id(layer) for layer in top_layers(backbone, stage.unfreeze_layers)}
+        for layer in backbone.layers:
+            layer.trainable = id(layer) in unfrozen
+    else:
+        raise ValueError(f"stage {stage.name!r}: unknown trainable rule {stage.trainable!r}")
+
+
+def split_at_first_trainable(backbone: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top) of a backbone cut at the input of its first trainable layer.
+
+    Everything below the cut is frozen, so its output can be cached. Where a skip
+    connection crosses the cut (the top would need a second tensor from below), the cut
+    moves down one layer at a time until the top depends on the cut tensor alone.
+    """
+    layers = backbone.layers
+    first = next(i for i, layer in enumerate(layers) if layer.trainable and layer.weights)
+    for index in range(first, 0, -1):
+        node_inputs = layers[index].input
+        if isinstance(node_inputs, (list, tuple)):
+            continue
+        try:
+            top = keras.Model(node_inputs, backbone.output, name=f"{backbone.name}_top")
+        except ValueError:
+            continue
+        bottom = keras.Model(backbone.input, node_inputs, name=f"{backbone.name}_bottom")
+        return bottom, top
+    raise ValueError(f"could not find a single-tensor cut in {backbone.name}")

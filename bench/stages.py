@@ -1,0 +1,136 @@
+"""Training stages and run profiles, as data. A few functions in ``bench.cell`` interpret them.
+
+Every change to a recipe is made here, in a stage's fields, never in ad-hoc flags, so a
+record's ``stage`` name pins down exactly how its numbers were produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training regime.
+
+    Attributes:
+        name: key used on the command line and in records.
+        description: one line for ``bench list`` and the report.
+        pretrained: start the backbone from ImageNet weights (else from random init).
+        trainable: which weights train: ``"all"``, ``"head"`` (backbone frozen) or
+            ``"top"`` (the last ``unfreeze_layers`` non-BatchNorm layers plus the head).
+        resize: run at the backbone's image size; ``False`` keeps the data's native size.
+        epochs: passes over the training split.
+        batch_size: images per step.
+        learning_rate: peak AdamW learning rate, reached after ``warmup_epochs``, then
+            cosine-decayed to zero.
+        weight_decay: AdamW decoupled weight decay.
+        warmup_epochs: linear warm-up length, in epochs.
+        label_smoothing: cross-entropy label smoothing.
+        augment: default augmentation policy (see ``bench.augment``).
+        head_units: width of the head's hidden Dense layer; 0 means no hidden layer.
+        head_dropout: dropout rate before the head's output layer.
+        unfreeze_layers: for ``trainable="top"``, how many of the backbone's last
+            weight-carrying, non-BatchNorm layers train.
+        starts_from: stage whose trained head this stage starts from (same backbone, seed).
+        tta_flip: average predictions over the image and its mirror at evaluation.
+    """
+
+    name: str
+    description: str
+    pretrained: bool
+    trainable: str
+    resize: bool
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    warmup_epochs: float
+    label_smoothing: float
+    augment: str
+    head_units: int
+    head_dropout: float
+    unfreeze_layers: int = 0
+    starts_from: str | None = None
+    tta_flip: bool = True
+
+
+BASELINE = Stage(
+    name="baseline",
+    description="train the whole network from scratch at the native 32 px",
+    pretrained=False,
+    trainable="all",
+    resize=False,
+    epochs=15,
+    batch_size=128,
+    learning_rate=2e-3,
+    weight_decay=5e-4,
+    warmup_epochs=1,
+    label_smoothing=0.1,
+    augment="flip-crop",
+    head_units=0,
+    head_dropout=0.0,
+)
+
+TRANSFER = Stage(
+    name="transfer",
+    description="ImageNet backbone frozen (BatchNorm in inference mode), new head trained on resized images",
+    pretrained=True,
+    trainable="head",
+    resize=True,
+    epochs=10,
+    batch_size=128,
+    learning_rate=1e-3,
+    weight_decay=1e-4,
+    warmup_epochs=0.5,
+    label_smoothing=0.1,
+    # Mirrored images are an exact cache variant, so the frozen backbone runs once per variant.
+    augment="flip",
+    head_units=512,
+    head_dropout=0.5,
+)
+
+FINETUNE = Stage(
+    name="finetune",
+    description="from the transfer head, unfreeze the backbone's last 4 weight layers (BatchNorm stays frozen) at a 10x lower rate",
+    pretrained=True,
+    trainable="top",
+    resize=True,
+    epochs=5,
+    batch_size=128,
+    learning_rate=TRANSFER.learning_rate / 10,
+    weight_decay=1e-4,
+    warmup_epochs=0.0,
+    label_smoothing=0.1,
+    augment="flip",
+    head_units=TRANSFER.head_units,
+    head_dropout=TRANSFER.head_dropout,
+    unfreeze_layers=4,
+    starts_from="transfer",
+)
+
+STAGES = {stage.name: stage for stage in (BASELINE, TRANSFER, FINETUNE)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """How much of the data and schedule a run uses.
+
+    Attributes:
+        name: ``quick`` or ``full``.
+        train_images: stratified subset of the training split (``None``: all of it).
+        test_images: stratified subset of the test split (``None``: all of it).
+        max_epochs: cap on every stage's epochs (``None``: the stage's own).
+    """
+
+    name: str
+    train_images: int | None
+    test_images: int | None
+    max_epochs: int | None
+
+
+PROFILES = {
+    "full": Profile("full", None, None, None),
+    # A few-minute pass over the whole grid: checks that everything runs, not what it reaches.
+    "quick": Profile("quick", 1000, 500, 1),
+}
