@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import keras
+# keras is imported inside the builders: the sweep's parent process and the spawned
+# children import this module before TensorFlow should be loaded.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Policy:
 
 def _images_only(*layers):
     def build(seed, num_classes):
+        import keras
+
         # Distinct per-layer seeds, all derived from the run's seed.
         pipeline = keras.Sequential([make(seed + i) for i, make in enumerate(layers)])
 
@@ -45,9 +48,11 @@ def _images_only(*layers):
     return build
 
 
-def _mixing(layer_cls):
+def _mixing(layer_name):
     def build(seed, num_classes):
-        layer = layer_cls(seed=seed)
+        import keras
+
+        layer = getattr(keras.layers, layer_name)(seed=seed)
 
         def apply(images, labels):
             mixed = layer({"images": images, "labels": labels}, training=True)
@@ -59,17 +64,27 @@ def _mixing(layer_cls):
 
 
 def _flip(seed):
+    import keras
+
     return keras.layers.RandomFlip("horizontal", seed=seed)
 
 
 def _translate(seed):
+    import keras
+
     # 4 px of 32: the classic pad-and-crop range for CIFAR, as a fraction of the side.
     return keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=seed)
 
 
-def _flip_then(mix_layer_cls):
+def _randaugment(seed):
+    import keras
+
+    return keras.layers.RandAugment(value_range=(0, 255), seed=seed)
+
+
+def _flip_then(mix_layer_name):
     flip_build = _images_only(_flip)
-    mix_build = _mixing(mix_layer_cls)
+    mix_build = _mixing(mix_layer_name)
 
     def build(seed, num_classes):
         flip, mix = flip_build(seed, num_classes), mix_build(seed + 100, num_classes)
@@ -87,11 +102,11 @@ POLICIES = {
         Policy(
             "randaugment",
             "keras.layers.RandAugment (2 ops, factor 0.5) + horizontal flip",
-            _images_only(_flip, lambda seed: keras.layers.RandAugment(value_range=(0, 255), seed=seed)),
+            _images_only(_flip, _randaugment),
             None,
         ),
-        Policy("mixup", "horizontal flip + keras.layers.MixUp", _flip_then(keras.layers.MixUp), None),
-        Policy("cutmix", "horizontal flip + keras.layers.CutMix", _flip_then(keras.layers.CutMix), None),
+        Policy("mixup", "horizontal flip + keras.layers.MixUp", _flip_then("MixUp"), None),
+        Policy("cutmix", "horizontal flip + keras.layers.CutMix", _flip_then("CutMix"), None),
     )
 }
 

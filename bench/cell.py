@@ -13,6 +13,7 @@ child process. Training has one loop with two kinds of input:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import math
 import os
@@ -89,6 +90,7 @@ def _identity(cell: Cell) -> dict:
 
 
 def failed_record(cell: Cell, error: str, **extra) -> Record:
+    extra.setdefault("started_at", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return Record(**_identity(cell), status="failed", error=error, **extra)
 
 

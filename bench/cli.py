@@ -1,0 +1,236 @@
+"""Command line: ``bench list``, ``bench run``, ``bench report``.
+
+Everything the user gets wrong is caught here, before any cell runs: the message names the
+problem and the fix, the exit code is 2, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from backbones import BackboneLookupError, get_backbone, list_backbones
+from bench.augment import POLICIES
+from bench.cell import Cell
+from bench.data import DEFAULT_CACHE_DIR
+from bench.errors import UsageError
+from bench.stages import PROFILES, STAGES
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Transfer-learning benchmark harness for CIFAR-10: backbones x training stages, with accuracy, speed and memory.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report}")
+
+    commands.add_parser("list", help="list backbones, stages and augmentation policies", description="List registered backbones (with their stages and default sizes), stages and augmentation policies.")
+
+    run = commands.add_parser("run", help="run a grid of cells and write records and reports", description="Run each (backbone, stage, image size, augmentation, seed) cell in its own process, append its record to OUT/runs.jsonl, then write the report.")
+    which = run.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every registered backbone with each of its stages, at default settings")
+    which.add_argument("--backbone", nargs="+", metavar="NAME", help="backbones to run (see `python -m bench list`)")
+    run.add_argument("--stage", nargs="+", metavar="NAME", choices=list(STAGES), help=f"stages to run, of {', '.join(STAGES)} (default: each backbone's own)")
+    run.add_argument("--data", default="cifar10", help="cifar10 (Keras download, default), synthetic, or an image-folder DIR with train/<class>/* and test/<class>/*")
+    run.add_argument("--profile", choices=sorted(PROFILES), default="full", help="quick: a few-minute pass on a data subset, 1 epoch; full: the stages' own recipe (default)")
+    run.add_argument("--epochs", type=_positive_int, help="override every stage's epoch count")
+    run.add_argument("--image-size", type=_positive_int, nargs="+", metavar="PX", help="sizes the resizing stages run at, each its own cell (default: the backbone's)")
+    run.add_argument("--augment", nargs="+", metavar="POLICY", choices=sorted(POLICIES), help=f"augmentation policies, each its own cell, of {', '.join(POLICIES)} (default: each stage's own)")
+    run.add_argument("--batch-size", type=_positive_int, help="override every stage's batch size")
+    run.add_argument("--unfreeze-layers", type=_positive_int, metavar="N", help="finetune: how many of the backbone's last weight layers train (default 4)")
+    run.add_argument("--weights", help="imagenet, none, a DIR holding <backbone>.weights.h5, or one .weights.h5 FILE for a single backbone (default: imagenet; none with --data synthetic, whose images are not natural ones)")
+    run.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    run.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="run each cell with N seeds: seed, seed+1, ... (default 1)")
+    run.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved out, stratified, for validation (default 0.1)")
+    run.add_argument("--out", type=Path, default=Path("out"), help="output folder for runs.jsonl and the report (default ./out)")
+    run.add_argument("--resume", action="store_true", help="skip cells that already have an ok record in OUT")
+    run.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="kill a cell that runs longer and record it failed (default: no limit)")
+    run.add_argument("--no-cache", action="store_true", help="train frozen stages on images end to end instead of on cached activations")
+    run.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"activation and dataset cache (default {DEFAULT_CACHE_DIR}, or $BENCH_CACHE_DIR)")
+
+    report = commands.add_parser("report", help="write tables, CSV and plots from runs.jsonl", description="Write README.md, summary.csv and PNG plots into OUT from the records alone.")
+    report.add_argument("--out", type=Path, default=Path("out"), help="folder to write the report into (default ./out); its runs.jsonl is read too")
+    report.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="more folders or runs.jsonl files to merge (e.g. shards of a job array)")
+    return parser
+
+
+def _resolve_weights(option: str, spec, stage) -> tuple[str, str]:
+    """(weights for the cell, a note when it fell back to none)."""
+    if not STAGES[stage].pretrained or option == "none":
+        return "none", ""
+    if option == "imagenet":
+        if spec.has_imagenet_weights:
+            return "imagenet", ""
+        return "none", f"{spec.name}: no ImageNet weights exist; running from none"
+    path = Path(option)
+    if path.is_dir():
+        candidate = path / f"{spec.name}.weights.h5"
+        if candidate.is_file():
+            return str(candidate.resolve()), ""
+        return "none", f"{spec.name}: no {candidate} found; running from none (random init)"
+    if path.is_file():
+        return str(path.resolve()), ""
+    raise UsageError(f"--weights {option!r} is not imagenet, none, a directory or a file; pass one of those")
+
+
+def _preflight_weights(spec, weights: str, image_size: int) -> None:
+    """Build the backbone with its weights once, before any cell runs.
+
+    A weights file for another architecture, or ImageNet weights that cannot be downloaded,
+    then stops the run with one clear line. A successful download lands in Keras's cache,
+    where the cells find it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        spec.builder(input_shape=(image_size, image_size, 3), weights=weights)
+    except Exception as error:
+        text = str(error).strip()
+        if weights == "imagenet":
+            url = re.search(r"https?://\S+?\.h5", text)
+            what = f"{url.group(0).rsplit('/', 1)[-1]} from {url.group(0)}" if url else "its weights file"
+            raise UsageError(
+                f"could not download ImageNet weights for {spec.name} (offline?): place {what} in ~/.keras/models/, "
+                f"or pass --weights DIR holding {spec.name}.weights.h5, or --weights none"
+            ) from None
+        first = text.splitlines()[0][:200] if text else type(error).__name__
+        raise UsageError(f"weights file {weights} does not fit {spec.name} ({first}); pass that backbone's own weights or --weights none") from None
+
+
+def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
+    """The cells a ``run`` command asks for, in run order, and notes on weight fallbacks."""
+    names = list_backbones() if args.all else args.backbone
+    specs = [get_backbone(name) for name in names]
+    weights_path = Path(args.weights)
+    if args.weights not in ("imagenet", "none") and weights_path.is_file() and len(specs) > 1:
+        raise UsageError("--weights FILE fits a single backbone; with several, pass a DIR holding <backbone>.weights.h5")
+    cells, notes, checked = [], [], set()
+    seeds = range(args.seed, args.seed + args.seeds)
+    for spec in specs:
+        stages = args.stage or list(spec.stages)
+        unsupported = [s for s in stages if s not in spec.stages]
+        if unsupported and not args.all:
+            raise UsageError(f"backbone {spec.name} does not support stage(s) {', '.join(unsupported)}; it runs: {', '.join(spec.stages)}")
+        stages = [s for s in STAGES if s in stages and s in spec.stages]
+        for stage_name in stages:
+            stage = STAGES[stage_name]
+            sizes = (args.image_size or [spec.default_image_size]) if stage.resize else [native_size]
+            for size in sizes:
+                if size < spec.min_image_size:
+                    raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
+            weights, note = _resolve_weights(args.weights, spec, stage_name)
+            if note and note not in notes:
+                notes.append(note)
+            if weights != "none" and (spec.name, weights) not in checked:
+                _preflight_weights(spec, weights, sizes[0])
+                checked.add((spec.name, weights))
+            for size in sizes:
+                for policy in args.augment or [stage.augment]:
+                    for seed in seeds:
+                        cells.append(
+                            Cell(
+                                backbone=spec.name,
+                                stage=stage_name,
+                                image_size=size,
+                                augment=policy,
+                                seed=seed,
+                                data=args.data,
+                                profile=args.profile,
+                                weights=weights,
+                                epochs=args.epochs,
+                                batch_size=args.batch_size,
+                                unfreeze_layers=args.unfreeze_layers,
+                                use_cache=not args.no_cache,
+                                val_fraction=args.val_fraction,
+                            )
+                        )
+    # A finetune cell starts from its transfer counterpart's head: run transfers first.
+    order = {name: i for i, name in enumerate(STAGES)}
+    cells.sort(key=lambda c: (names.index(c.backbone), order[c.stage] if c.stage != "finetune" else order["transfer"] + 0.5))
+    return cells, notes
+
+
+def _check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create --out folder {out}: {error.strerror}; pick a writable folder") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out folder {out} is not writable; pick a writable folder or fix its permissions")
+
+
+def _validate_data(args):
+    """Load (and so check) the data once in the parent; returns its native image size."""
+    from bench.data import load_raw, prepare
+
+    raw = load_raw(args.data, args.cache_dir)
+    profile = PROFILES[args.profile]
+    prepare(raw, args.seed, args.val_fraction, profile.train_images, profile.test_images)
+    return int(raw.x_train.shape[1])
+
+
+def cmd_list(args) -> int:
+    from bench import report
+
+    print(report.render_listing([get_backbone(n) for n in list_backbones()], STAGES, POLICIES))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bench import report
+    from bench.sweep import run_sweep
+
+    if args.all and args.stage:
+        raise UsageError("--all runs each backbone's own stages; drop --stage, or name backbones with --backbone")
+    if args.weights is None:
+        args.weights = "none" if args.data == "synthetic" else "imagenet"
+    native_size = _validate_data(args)
+    cells, notes = plan_cells(args, native_size)
+    _check_out_dir(args.out)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"running {len(cells)} cells into {args.out}/ (data: {args.data}, profile: {args.profile})", file=sys.stderr, flush=True)
+    result = run_sweep(cells, args.out, args.cache_dir, resume=args.resume, timeout_seconds=args.cell_timeout)
+    if result.write_error:
+        return 1
+    paths = report.write_report(args.out)
+    print(f"report: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    if result.failed:
+        print(f"{result.failed} of {len(result.records)} cells failed; see the error column in {args.out}/README.md and logs in {args.out}/logs/", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench import report
+
+    for path in args.inputs:
+        if not path.exists():
+            raise UsageError(f"report input {path} does not exist; pass output folders or runs.jsonl files")
+    _check_out_dir(args.out)
+    paths = report.write_report(args.out, extra_inputs=args.inputs)
+    print(f"report: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.command](args)
+    except (UsageError, BackboneLookupError) as error:
+        message = error.args[0] if error.args else str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: every finished cell is in runs.jsonl; rerun with --resume to continue", file=sys.stderr)
+        return 130

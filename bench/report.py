@@ -1,0 +1,279 @@
+"""Renderers: every table, CSV and plot is a function of the records alone.
+
+``write_report(out_dir)`` reads ``runs.jsonl`` (plus any merged inputs), keeps the latest
+record per cell, aggregates seeds, and writes ``README.md``, ``summary.csv`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from bench.records import RECORD_FIELDS, Record, latest_by_key, read_records
+
+# The write-up's test accuracy per stage (../shared/seed): the numbers to beat.
+WRITEUP_ACCURACY = {"baseline": 0.700, "transfer": 0.797, "finetune": 0.838}
+GROUP_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights", "dataset", "profile"]
+STAGE_ORDER = {"baseline": 0, "transfer": 1, "finetune": 2}
+# Student t 0.975 quantiles by degrees of freedom, for 95 % intervals over a few seeds.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t_quantile_975(dof: int) -> float:
+    return T_975.get(dof, 1.96 if dof > 30 else 2.1)
+
+
+def records_frame(records: list[Record]) -> pd.DataFrame:
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in records], columns=list(RECORD_FIELDS))
+    frame["weights"] = frame["weights"].map(weights_label)
+    return frame
+
+
+def weights_label(weights: str) -> str:
+    """``imagenet``, ``none``, or the file name of a weights file."""
+    return weights if weights in ("imagenet", "none", "") else f"file:{Path(weights).name}"
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell group (all seeds of one configuration), ok records only.
+
+    Accuracy: mean, standard deviation, 95 % Student-t interval. Cost: medians (with min and
+    max for throughput and latency), since timing noise is one-sided.
+    """
+    ok = frame[frame["status"] == "ok"]
+    rows = []
+    for keys, group in ok.groupby(GROUP_COLUMNS, sort=False):
+        n = len(group)
+        accuracy = group["test_accuracy"]
+        std = float(accuracy.std(ddof=1)) if n > 1 else 0.0
+        half_width = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
+        rows.append(
+            {
+                **dict(zip(GROUP_COLUMNS, keys)),
+                "seeds": n,
+                "test_accuracy": float(accuracy.mean()),
+                "test_accuracy_std": std,
+                "test_accuracy_ci95": half_width,
+                "val_accuracy": float(group["val_accuracy"].mean()),
+                "writeup_accuracy": WRITEUP_ACCURACY.get(keys[1]),
+                "path": ",".join(sorted(set(group["path"]))),
+                "epochs": int(group["epochs"].median()),
+                "train_seconds": float(group["train_seconds"].median()),
+                "cache_seconds": float(group["cache_seconds"].median()),
+                "wall_seconds": float(group["wall_seconds"].median()),
+                "train_images_per_second": float(group["train_images_per_second"].median()),
+                "infer_images_per_second": float(group["infer_images_per_second"].median()),
+                "infer_images_per_second_min": float(group["infer_images_per_second"].min()),
+                "infer_images_per_second_max": float(group["infer_images_per_second"].max()),
+                "infer_batch_size": int(group["infer_batch_size"].median()),
+                "latency_p50_ms": float(group["latency_p50_ms"].median()),
+                "latency_p95_ms": float(group["latency_p95_ms"].median()),
+                "peak_rss_mb": float(group["peak_rss_mb"].median()),
+                "peak_gpu_mb": float(group["peak_gpu_mb"].median()) if group["peak_gpu_mb"].notna().any() else None,
+                "total_params": int(group["total_params"].iloc[0]),
+                "trainable_params": int(group["trainable_params"].iloc[0]),
+                "flops_per_image": float(group["flops_per_image"].iloc[0]) if group["flops_per_image"].notna().any() else None,
+            }
+        )
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return summary
+    summary["tied_best"] = _tied_with_best(summary)
+    order = summary["stage"].map(STAGE_ORDER).fillna(9)
+    return summary.assign(_order=order).sort_values(["backbone", "_order", "image_size", "augment"]).drop(columns="_order").reset_index(drop=True)
+
+
+def _tied_with_best(summary: pd.DataFrame) -> pd.Series:
+    """Per stage, whether a group's 95 % interval overlaps the best group's."""
+    tied = pd.Series(False, index=summary.index)
+    for _, group in summary.groupby("stage"):
+        best = group["test_accuracy"].idxmax()
+        best_low = group.at[best, "test_accuracy"] - group.at[best, "test_accuracy_ci95"]
+        tied[group.index] = (group["test_accuracy"] + group["test_accuracy_ci95"]) >= best_low
+    return tied
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _pct(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * value:.1f} %"
+
+
+def _accuracy_cell(row) -> str:
+    text = f"{100 * row.test_accuracy:.1f}"
+    if row.seeds > 1:
+        text += f" ± {100 * row.test_accuracy_std:.1f} (CI ±{100 * row.test_accuracy_ci95:.1f}, n={row.seeds})"
+    return text + " %"
+
+
+def _number(value, digits: int = 0) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return f"{value:,.{digits}f}"
+
+
+def _table(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True) if rows else "_no rows_"
+
+
+def accuracy_table(summary: pd.DataFrame) -> str:
+    """Backbones x stages, test accuracy, with the write-up's number for each stage."""
+    rows = []
+    for row in summary.itertuples():
+        rows.append(
+            {
+                "backbone": row.backbone,
+                "stage": row.stage,
+                "weights": row.weights,
+                "size px": row.image_size,
+                "augment": row.augment,
+                "test accuracy": _accuracy_cell(row) + (" (tied best)" if row.tied_best and len(summary[summary.stage == row.stage]) > 1 else ""),
+                "val accuracy": _pct(row.val_accuracy),
+                "write-up": _pct(row.writeup_accuracy),
+                "epochs": row.epochs,
+                "path": row.path,
+            }
+        )
+    return _table(rows)
+
+
+def cost_table(summary: pd.DataFrame) -> str:
+    rows = []
+    for row in summary.itertuples():
+        rows.append(
+            {
+                "backbone": row.backbone,
+                "stage": row.stage,
+                "size px": row.image_size,
+                "train s": _number(row.train_seconds),
+                "cache s": _number(row.cache_seconds),
+                "train img/s": _number(row.train_images_per_second),
+                f"infer img/s (batch)": f"{_number(row.infer_images_per_second)} ({row.infer_batch_size})",
+                "latency p50/p95 ms": f"{_number(row.latency_p50_ms, 1)} / {_number(row.latency_p95_ms, 1)}",
+                "peak RSS MB": _number(row.peak_rss_mb),
+                "peak GPU MB": _number(row.peak_gpu_mb) or "n/a",
+                "params (trainable)": f"{row.total_params / 1e6:.2f} M ({row.trainable_params / 1e6:.2f} M)",
+                "GFLOPs/img": _number(row.flops_per_image / 1e9 if row.flops_per_image else None, 2),
+            }
+        )
+    return _table(rows)
+
+
+def winners(summary: pd.DataFrame) -> list[str]:
+    """One line each: best accuracy, fastest inference, smallest memory."""
+    if summary.empty:
+        return []
+    best = summary.loc[summary["test_accuracy"].idxmax()]
+    fastest = summary.loc[summary["infer_images_per_second"].idxmax()]
+    leanest = summary.loc[summary["peak_rss_mb"].idxmin()]
+
+    def name(row):
+        return f"`{row.backbone}` {row.stage} ({row.image_size} px, {row.augment}, weights {row.weights})"
+
+    return [
+        f"- **Accuracy**: {name(best)}: {_pct(best.test_accuracy)} test.",
+        f"- **Inference throughput**: {name(fastest)}: {_number(fastest.infer_images_per_second)} images/s at batch {fastest.infer_batch_size}.",
+        f"- **Memory**: {name(leanest)}: {_number(leanest.peak_rss_mb)} MB peak RSS.",
+    ]
+
+
+def axes_tables(summary: pd.DataFrame) -> str:
+    """Per backbone: stages x (augmentation, size), where a sweep covered more than one."""
+    parts = []
+    for backbone, group in summary.groupby("backbone"):
+        combos = group[["augment", "image_size"]].drop_duplicates()
+        if len(combos) < 2:
+            continue
+        pivot = group.pivot_table(index="stage", columns=["augment", "image_size"], values="test_accuracy", aggfunc="mean")
+        rows = []
+        for stage in sorted(pivot.index, key=lambda s: STAGE_ORDER.get(s, 9)):
+            rows.append({"stage": stage, **{f"{aug} @ {size} px": _pct(pivot.at[stage, (aug, size)]) for aug, size in pivot.columns}})
+        parts.append(f"### {backbone}\n\n{_table(rows)}")
+    return "\n\n".join(parts)
+
+
+def failures_table(frame: pd.DataFrame) -> str:
+    failed = frame[frame["status"] != "ok"]
+    return _table([{"cell": r.key, "status": r.status, "error": (r.error or "").splitlines()[0][:200] if r.error else ""} for r in failed.itertuples()])
+
+
+def provenance(frame: pd.DataFrame, bad_lines: int) -> list[str]:
+    def distinct(column):
+        return ", ".join(sorted({str(v) for v in frame[column].dropna() if str(v)})) or "unknown"
+
+    lines = [
+        f"- Records: {len(frame)} cells ({(frame.status == 'ok').sum()} ok, {(frame.status == 'failed').sum()} failed)"
+        + (f"; {bad_lines} malformed line(s) in runs.jsonl skipped" if bad_lines else ""),
+        f"- Data: {distinct('dataset')}; profile: {distinct('profile')}",
+        f"- Machine: {distinct('cpu')}; GPU: {distinct('gpu') if distinct('gpu') != 'unknown' else 'none'}",
+        f"- Software: TensorFlow {distinct('tf_version')}, Keras {distinct('keras_version')}, Python {distinct('python_version')}",
+        f"- Code: git {distinct('git_commit')[:60]}" + (" (uncommitted changes)" if frame["git_dirty"].fillna(False).astype(bool).any() else ""),
+        f"- Run between {frame['started_at'].min()} and {frame['started_at'].max()}",
+    ]
+    if (frame["weights"] == "none").any() and (frame["stage"] != "baseline").any():
+        lines.append("- Rows with weights `none` in a transfer or finetune stage ran from random initialisation, not pretrained weights.")
+    return lines
+
+
+def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str]) -> str:
+    sections = ["# Benchmark results", "", *provenance(frame, bad_lines), ""]
+    if not summary.empty:
+        sections += ["## Winners", "", *winners(summary), ""]
+        sections += ["## Accuracy", "", "Test accuracy (validation-tuned only; the test split is never used for a choice). `write-up` is the seed write-up's number for the same stage.", "", accuracy_table(summary), ""]
+        sections += ["## Cost", "", "Inference: compiled forward pass, warm-up excluded, median of repeats. Latency at batch 1. Peak RSS: the cell's process high-water mark.", "", cost_table(summary), ""]
+        axes = axes_tables(summary)
+        if axes:
+            sections += ["## Augmentation and input size", "", axes, ""]
+    if (frame["status"] != "ok").any():
+        sections += ["## Failed or skipped cells", "", failures_table(frame), ""]
+    if plots:
+        sections += ["## Plots", "", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots], ""]
+    return "\n".join(sections)
+
+
+def render_listing(specs, stages: dict, policies: dict) -> str:
+    """Text for ``bench list``."""
+    backbones = [
+        {"backbone": s.name, "stages": ", ".join(s.stages), "default px": s.default_image_size, "imagenet weights": "yes" if s.has_imagenet_weights else "no", "description": s.description}
+        for s in specs
+    ]
+    stage_rows = [{"stage": s.name, "epochs": s.epochs, "lr": s.learning_rate, "augment": s.augment, "description": s.description} for s in stages.values()]
+    policy_rows = [{"policy": p.name, "exact cache": "yes" if p.cache_variants else "no", "description": p.description} for p in policies.values()]
+    return "\n\n".join([_table(backbones), _table(stage_rows), _table(policy_rows)])
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load(out_dir: Path, extra_inputs=()) -> tuple[list[Record], int]:
+    """Latest record per cell across ``out_dir`` and any extra folders or files, and the bad-line count."""
+    records, bad = [], 0
+    for source in [Path(out_dir), *map(Path, extra_inputs)]:
+        loaded = read_records(source)
+        records += loaded.records
+        bad += loaded.bad_lines
+    return list(latest_by_key(records).values()), bad
+
+
+def write_report(out_dir: Path, extra_inputs=()) -> list[Path]:
+    """Write README.md, summary.csv and plots into ``out_dir``; returns the paths written."""
+    from bench import plots
+
+    out_dir = Path(out_dir)
+    records, bad = load(out_dir, extra_inputs)
+    frame = records_frame(records)
+    summary = summarize(frame)
+    written = []
+    summary_csv = out_dir / "summary.csv"
+    summary.to_csv(summary_csv, index=False, float_format="%.6g")
+    written.append(summary_csv)
+    plot_paths = plots.write_plots(frame, summary, out_dir) if not summary.empty else []
+    readme = out_dir / "README.md"
+    readme.write_text(render_markdown(frame, summary, bad, [p.name for p in plot_paths]))
+    return [readme, summary_csv, *plot_paths]
