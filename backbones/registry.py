@@ -9,10 +9,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import importlib
+import os
 from importlib import metadata
 from typing import Callable
 
 ENTRY_POINT_GROUP = "bench.backbones"
+# Comma-separated modules to import for their backbones, for code that is not an installed
+# package (a script, a test): spawned cell processes inherit it, so they see the same registry.
+MODULES_ENV_VAR = "BENCH_BACKBONE_MODULES"
 ALL_STAGES = ("baseline", "transfer", "finetune")
 # keras.applications rejects inputs under 32 px
 MIN_IMAGE_SIZE = 32
@@ -105,13 +110,14 @@ def _scale_to_unit(images):
 
 
 def _load_plugins() -> None:
-    """Import every module advertised under the ``bench.backbones`` entry-point group, once."""
+    """Import the ``bench.backbones`` entry points and ``$BENCH_BACKBONE_MODULES``, once each."""
     global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        entry_point.load()
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            entry_point.load()
+    for module in filter(None, os.environ.get(MODULES_ENV_VAR, "").split(",")):
+        importlib.import_module(module.strip())
 
 
 def list_backbones(pattern: str = "*") -> list[str]:

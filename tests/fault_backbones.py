@@ -1,0 +1,64 @@
+"""Backbones that fail on purpose, registered only by the reliability tests.
+
+Each builds quickly at 32 px; the fault fires when the harness builds or trains it.
+"""
+
+import os
+import time
+
+import keras
+
+from backbones import register_backbone
+
+NAMES = ("fault_raises", "fault_aborts", "fault_hangs", "fault_diverges", "fault_oom_once", "fault_slow")
+
+
+def _tiny(input_shape, name):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    return inputs, x
+
+
+@register_backbone(default_image_size=32, stages=("baseline", "transfer"))
+def fault_raises(input_shape=(32, 32, 3), weights=None):
+    raise RuntimeError("injected failure in the builder")
+
+
+@register_backbone(default_image_size=32, stages=("baseline",))
+def fault_aborts(input_shape=(32, 32, 3), weights=None):
+    os.abort()  # SIGABRT: what a segfaulting native library looks like from outside
+
+
+@register_backbone(default_image_size=32, stages=("baseline",))
+def fault_hangs(input_shape=(32, 32, 3), weights=None):
+    time.sleep(3600)
+
+
+class _Explode(keras.layers.Layer):
+    def call(self, x):
+        return x * float("inf")
+
+
+@register_backbone(default_image_size=32, stages=("baseline",))
+def fault_diverges(input_shape=(32, 32, 3), weights=None):
+    inputs, x = _tiny(input_shape, "fault_diverges")
+    return keras.Model(inputs, _Explode()(x))
+
+
+@register_backbone(default_image_size=32, stages=("baseline",))
+def fault_oom_once(input_shape=(32, 32, 3), weights=None):
+    """Raises MemoryError on the first build in a folder, then builds (the retry's)."""
+    marker = os.environ["FAULT_OOM_MARKER"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise MemoryError("injected out-of-memory")
+    inputs, x = _tiny(input_shape, "fault_oom_once")
+    return keras.Model(inputs, x)
+
+
+@register_backbone(default_image_size=32, stages=("baseline",))
+def fault_slow(input_shape=(32, 32, 3), weights=None):
+    """Sleeps FAULT_SLOW_SECONDS before building: a long cell to kill the sweep in."""
+    time.sleep(float(os.environ.get("FAULT_SLOW_SECONDS", "0")))
+    inputs, x = _tiny(input_shape, "fault_slow")
+    return keras.Model(inputs, x)
