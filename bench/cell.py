@@ -184,52 +184,66 @@ def _compile(model, recipe: Stage, steps_per_epoch: int):
     )
 
 
+def _epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
+    """The order images are seen in an epoch: the same for the cached and uncached paths."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
 def _image_epochs(x, y_onehot, recipe: Stage, policy, seed: int):
-    """Uncached input: augmented image batches, reshuffled each epoch, seeded."""
+    """Uncached input: a tf.data pipeline of augmented image batches per epoch."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((x, y_onehot)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(recipe.batch_size).map(lambda i, l: (tf.cast(i, "float32"), l), num_parallel_calls=tf.data.AUTOTUNE)
-    if policy.build is not None:
-        augment = policy.build(seed, y_onehot.shape[-1])
-        # Sequential (not parallel) map: the layers' seed generators then give the same
-        # batches for the same seed.
-        dataset = dataset.map(augment)
-    dataset = dataset.prefetch(tf.data.AUTOTUNE)
-    return lambda epoch: dataset
+    augment = policy.build(seed, y_onehot.shape[-1]) if policy.build is not None else None
+
+    def for_epoch(epoch):
+        order = _epoch_order(len(x), seed, epoch)
+        dataset = tf.data.Dataset.from_tensor_slices((x[order], y_onehot[order])).batch(recipe.batch_size)
+        dataset = dataset.map(lambda i, l: (tf.cast(i, "float32"), l), num_parallel_calls=tf.data.AUTOTUNE)
+        if augment is not None:
+            # Sequential (not parallel) map: the layers' seed generators then give the same
+            # batches for the same seed.
+            dataset = dataset.map(augment)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return for_epoch
 
 
 def _variant_epochs(variants: list[np.ndarray], y_onehot, seed: int):
     """Cached input: each image's variant (e.g. original or mirrored) drawn per epoch, seeded."""
 
     def for_epoch(epoch):
+        order = _epoch_order(len(y_onehot), seed, epoch)
         if len(variants) == 1:
-            return variants[0]
-        choice = np.random.default_rng([seed, epoch]).integers(len(variants), size=len(y_onehot))
-        picked = np.array(variants[0])
+            return variants[0][order], y_onehot[order]
+        choice = np.random.default_rng([seed, epoch, 1]).integers(len(variants), size=len(order))
+        picked = np.array(variants[0][order])
         for v in range(1, len(variants)):
-            picked[choice == v] = variants[v][choice == v]
-        return picked
+            picked[choice == v] = variants[v][order[choice == v]]
+        return picked, y_onehot[order]
 
     return for_epoch
 
 
-def train(model, epoch_inputs, y_onehot, val_inputs, y_val_onehot, recipe: Stage, seed: int):
-    """Fit ``model`` epoch by epoch; returns (history rows, throughput meter, guard, seconds)."""
+def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, recipe: Stage):
+    """Fit ``model`` epoch by epoch; returns (history rows, throughput meter, guard, seconds).
+
+    ``epoch_inputs(epoch)`` gives a tf.data pipeline or an ``(x, y)`` pair already in the
+    epoch's order; the learning-rate schedule spans all epochs.
+    """
     from bench.measure import DivergenceGuard, ThroughputMeter
 
     meter, guard = ThroughputMeter(recipe.batch_size), DivergenceGuard()
-    _compile(model, recipe, math.ceil(len(y_onehot) / recipe.batch_size))
+    _compile(model, recipe, steps_per_epoch)
     history = []
     start = time.perf_counter()
     for epoch in range(recipe.epochs):
         inputs = epoch_inputs(epoch)
-        is_dataset = not isinstance(inputs, np.ndarray)
+        x, y = inputs if isinstance(inputs, tuple) else (inputs, None)
         fit = model.fit(
-            inputs,
-            None if is_dataset else y_onehot,
-            batch_size=None if is_dataset else recipe.batch_size,
-            shuffle=not is_dataset,
+            x,
+            y,
+            batch_size=recipe.batch_size if y is not None else None,
+            shuffle=False,
             epochs=epoch + 1,
             initial_epoch=epoch,
             validation_data=(val_inputs, y_val_onehot),
@@ -239,6 +253,8 @@ def train(model, epoch_inputs, y_onehot, val_inputs, y_val_onehot, recipe: Stage
         )
         row = {k: float(v[-1]) for k, v in fit.history.items()}
         history.append({"epoch": epoch + 1, **row})
+        # Progress goes to the cell's log file.
+        print(f"epoch {epoch + 1}/{recipe.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()) + f" ({time.perf_counter() - start:.0f} s)", flush=True)
         if guard.diverged:
             break
     return history, meter, guard, time.perf_counter() - start
@@ -316,7 +332,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
         test_variants = [data.x_test] + ([_flip(data.x_test)] if recipe.tta_flip else [])
         trained = clf.model
 
-    history, meter, guard, train_seconds = train(trained, epoch_inputs, y_train, val_inputs, y_val, recipe, cell.seed)
+    steps_per_epoch = math.ceil(len(y_train) / recipe.batch_size)
+    history, meter, guard, train_seconds = train(trained, epoch_inputs, steps_per_epoch, val_inputs, y_val, recipe)
     common = dict(
         epochs=len(history),
         batch_size=recipe.batch_size,
@@ -397,11 +414,10 @@ def _train_head_inline(transfer_cell: Cell, data, raw, clf, cache_dir: Path) -> 
     train(
         clf.head,
         _variant_epochs([np.asarray(pool[v][data.train_index]) for v in variants], y_train, transfer_cell.seed),
-        y_train,
+        math.ceil(len(y_train) / recipe.batch_size),
         np.asarray(pool["original"][data.val_index]),
         _one_hot(data.y_val, data.num_classes),
         recipe,
-        transfer_cell.seed,
     )
 
 

@@ -100,8 +100,8 @@ def _load_cifar10() -> RawData:
         (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
     except Exception as error:  # offline: urllib raises several different types
         raise UsageError(
-            f"could not download CIFAR-10 ({type(error).__name__}): place cifar-10-python.tar.gz from "
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz in ~/.keras/datasets/, or pass --data DIR "
+            f"could not download CIFAR-10 ({type(error).__name__}): save https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
+            "as ~/.keras/datasets/cifar-10-batches-py-target_archive (Keras's cache name for it), or pass --data DIR "
             "with an image-folder copy (DIR/train/<class>/*, DIR/test/<class>/*)"
         ) from None
     names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -1,0 +1,134 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bench import augment, cell as cell_module
+from bench.augment import POLICIES, get_policy
+from bench.cell import Cell, _image_epochs, _prefix_suffix, run_cell
+from bench.records import RECORD_FIELDS
+from bench.stages import STAGES
+
+TINY = dict(data="synthetic", profile="full", weights="none", epochs=2, batch_size=32)
+
+
+def _cell(backbone="mobilenet_v2", stage="transfer", policy="none", **overrides):
+    return Cell(backbone=backbone, stage=stage, image_size=32, augment=policy, seed=0, **{**TINY, **overrides})
+
+
+def test_cell_key_includes_size_policy_and_seed():
+    base = _cell()
+    keys = {base.key, dataclasses.replace(base, image_size=64).key, dataclasses.replace(base, augment="flip").key, dataclasses.replace(base, seed=1).key}
+    assert len(keys) == 4
+    assert "32px" in base.key and "/none/" in base.key and "seed0" in base.key
+
+
+def test_profile_caps_epochs_and_overrides_apply():
+    assert _cell(profile="quick", epochs=None).recipe().epochs == 1
+    assert _cell(stage="finetune", unfreeze_layers=7).recipe().unfreeze_layers == 7
+    assert _cell(epochs=None).recipe().epochs == STAGES["transfer"].epochs
+
+
+@pytest.fixture(scope="module")
+def transfer_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    cache = tmp_path_factory.mktemp("cache")
+    cached = run_cell(_cell(), out, cache)
+    uncached = run_cell(_cell(use_cache=False), out, cache)
+    return out, cache, cached, uncached
+
+
+def test_record_schema(transfer_runs):
+    _, _, cached, _ = transfer_runs
+    data = dataclasses.asdict(cached)
+    assert tuple(data) == RECORD_FIELDS
+    assert cached.status == "ok" and cached.error == ""
+    for name in ("test_accuracy", "val_accuracy", "test_loss", "val_loss", "train_seconds", "wall_seconds", "train_images_per_second",
+                 "infer_images_per_second", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "total_params", "trainable_params", "flops_per_image"):
+        assert data[name] is not None and data[name] > 0, name
+    assert 0 <= cached.test_accuracy <= 1 and cached.latency_p95_ms >= cached.latency_p50_ms
+    assert cached.trainable_params < cached.total_params
+    assert cached.tf_version and cached.keras_version and cached.cpu and cached.started_at
+    assert len(cached.history) == 2 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(cached.history[0])
+
+
+def test_cached_transfer_matches_uncached(transfer_runs):
+    _, _, cached, uncached = transfer_runs
+    assert (cached.path, uncached.path) == ("cached", "uncached")
+    assert abs(cached.test_accuracy - uncached.test_accuracy) <= 0.005
+    assert abs(cached.val_accuracy - uncached.val_accuracy) <= 0.005
+    np.testing.assert_allclose(cached.history[-1]["loss"], uncached.history[-1]["loss"], rtol=2e-3)
+
+
+def test_cached_finetune_matches_uncached(transfer_runs):
+    out, cache, _, _ = transfer_runs
+    cached = run_cell(_cell(stage="finetune"), out, cache)
+    uncached = run_cell(_cell(stage="finetune", use_cache=False), out, cache)
+    assert cached.status == uncached.status == "ok"
+    assert "inline" not in cached.error  # started from the saved transfer head
+    assert abs(cached.test_accuracy - uncached.test_accuracy) <= 0.005
+    np.testing.assert_allclose(cached.history[-1]["loss"], uncached.history[-1]["loss"], rtol=2e-3)
+    assert cached.trainable_params > dataclasses.replace(cached).trainable_params - 1  # sanity: recorded
+
+
+def test_finetune_without_a_saved_head_trains_one_inline(tmp_path):
+    record = run_cell(_cell(stage="finetune", epochs=1), tmp_path / "out", tmp_path / "cache")
+    assert record.status == "ok" and "inline" in record.error
+
+
+def test_prefix_and_suffix_compose_to_the_model():
+    from backbones import get_backbone
+    from bench.models import build_classifier, split_at_first_trainable
+
+    x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3)).astype("float32")
+    for stage_name in ("transfer", "finetune"):
+        stage = STAGES[stage_name]
+        clf = build_classifier(get_backbone("mobilenet_v2"), stage, 32, 48, 10, None)
+        if stage_name == "transfer":
+            prefix, suffix = clf.features, clf.head
+        else:
+            prefix, suffix = _prefix_suffix(clf, *split_at_first_trainable(clf.backbone))
+        np.testing.assert_allclose(suffix(prefix(x, training=False), training=False), clf.model(x, training=False), rtol=1e-4, atol=1e-5)
+
+
+def _first_batch(policy, seed):
+    x = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3)).astype("uint8")
+    y = np.eye(10, dtype="float32")[np.arange(16) % 10]
+    recipe = dataclasses.replace(STAGES["baseline"], batch_size=16)
+    images, labels = next(iter(_image_epochs(x, y, recipe, get_policy(policy), seed)(0)))
+    return x, images.numpy(), labels.numpy()
+
+
+@pytest.mark.parametrize("policy", [p for p in POLICIES if p != "none"])
+def test_policy_changes_training_inputs_deterministically(policy):
+    x, images, labels = _first_batch(policy, seed=1)
+    _, plain, _ = _first_batch("none", seed=1)
+    assert not np.allclose(images, plain), "policy left the batch unchanged"
+    _, again, again_labels = _first_batch(policy, seed=1)
+    np.testing.assert_array_equal(images, again)
+    np.testing.assert_array_equal(labels, again_labels)
+    _, other, _ = _first_batch(policy, seed=2)
+    assert not np.array_equal(images, other)
+
+
+def test_augmentation_never_touches_validation_or_test(monkeypatch, tmp_path):
+    seen = []
+    original = POLICIES["flip-crop"]
+
+    def build(seed, num_classes):
+        inner = original.build(seed, num_classes)
+
+        def apply(images, labels):
+            import tensorflow as tf
+
+            counted = tf.numpy_function(lambda a: (seen.append(a.shape[0]), a)[1], [images], tf.float32)
+            counted.set_shape(images.shape)
+            return inner(counted, labels)
+
+        return apply
+
+    monkeypatch.setitem(augment.POLICIES, "flip-crop", dataclasses.replace(original, build=build))
+    record = run_cell(Cell("small_cnn", "baseline", 32, "flip-crop", 0, epochs=1, batch_size=600, weights="none"), tmp_path, tmp_path / "c")
+    assert record.status == "ok"
+    # One epoch, one batch: exactly the 540 training images, no validation or test image.
+    assert seen == [540]
