@@ -94,11 +94,14 @@ def append_record(out_dir: Path, record: Record) -> None:
     """
     line = (record.to_json() + "\n").encode()
     path = Path(out_dir) / RUNS_FILE
-    with open(path, "ab") as handle:
+    with open(path, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             start = handle.seek(0, os.SEEK_END)
             try:
+                # A torn last line (a writer killed mid-write) must not swallow this record.
+                if start and os.pread(handle.fileno(), 1, start - 1) != b"\n":
+                    line = b"\n" + line
                 handle.write(line)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -1,0 +1,119 @@
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import report
+from bench.records import RUNS_FILE, Record, append_record, latest_by_key, read_records
+
+FIXTURE = Path(__file__).parent / "fixtures" / "runs.jsonl"
+
+
+def _fixture_records():
+    return read_records(FIXTURE).records
+
+
+def test_fixture_loads_cleanly():
+    loaded = read_records(FIXTURE)
+    assert loaded.bad_lines == 0
+    assert {r.stage for r in loaded.records} == {"baseline", "transfer", "finetune"}
+
+
+def test_append_then_read_round_trips(tmp_path):
+    record = _fixture_records()[0]
+    append_record(tmp_path, record)
+    append_record(tmp_path, dataclasses.replace(record, seed=1, key=record.key + "x"))
+    loaded = read_records(tmp_path)
+    assert loaded.records[0] == record and len(loaded.records) == 2 and loaded.bad_lines == 0
+
+
+def test_truncated_and_malformed_lines_are_skipped_and_counted(tmp_path):
+    lines = FIXTURE.read_text().splitlines()
+    (tmp_path / RUNS_FILE).write_text("\n".join(lines[:3]) + "\nnot json at all\n" + lines[3][: len(lines[3]) // 2])
+    loaded = read_records(tmp_path)
+    assert len(loaded.records) == 3 and loaded.bad_lines == 2
+    # An append after a torn line still lands as a readable record of its own.
+    append_record(tmp_path, _fixture_records()[4])
+    again = read_records(tmp_path)
+    assert len(again.records) == 4 and again.bad_lines == 2
+    assert again.records[-1] == _fixture_records()[4]
+
+
+def test_latest_record_per_cell_wins():
+    first = _fixture_records()[0]
+    later = dataclasses.replace(first, test_accuracy=0.99)
+    assert latest_by_key([first, later])[first.key].test_accuracy == 0.99
+
+
+def test_report_renders_tables_csv_and_plots(tmp_path):
+    shutil.copy(FIXTURE, tmp_path / RUNS_FILE)
+    paths = report.write_report(tmp_path)
+    names = {p.name for p in paths}
+    assert {"README.md", "summary.csv", "accuracy_by_stage.png", "accuracy_vs_throughput.png", "training_curves.png"} <= names
+    for p in paths:
+        assert p.stat().st_size > 0
+    text = (tmp_path / "README.md").read_text()
+    assert "## Accuracy" in text and "## Cost" in text and "## Winners" in text
+    records = _fixture_records()
+    for r in records:
+        assert f"| {r.backbone}" in text
+    best = max(records, key=lambda r: r.test_accuracy)
+    assert f"{100 * best.test_accuracy:.1f} %" in text
+    assert "70.0 %" in text and "79.7 %" in text and "83.8 %" in text  # the write-up's column
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert len(summary) == len({(r.backbone, r.stage) for r in records})
+    assert set(summary["stage"]) == {"baseline", "transfer", "finetune"}
+
+
+def test_report_counts_bad_lines_and_lists_failures(tmp_path):
+    record = _fixture_records()[0]
+    failed = dataclasses.replace(record, key="x/failed", backbone="x", status="failed", error="diverged: the training loss became NaN")
+    (tmp_path / RUNS_FILE).write_text(record.to_json() + "\n" + failed.to_json() + "\n{\"truncated")
+    report.write_report(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "1 malformed line(s) in runs.jsonl skipped" in text
+    assert "## Failed or skipped cells" in text and "diverged" in text
+
+
+def _with_seeds(record, accuracies):
+    return [dataclasses.replace(record, seed=i, key=f"{record.key}-s{i}", test_accuracy=a) for i, a in enumerate(accuracies)]
+
+
+def test_seeds_give_mean_std_and_student_t_interval():
+    base = _fixture_records()[2]
+    frame = report.records_frame(_with_seeds(base, [0.80, 0.82, 0.84]))
+    row = report.summarize(frame).iloc[0]
+    assert row.seeds == 3
+    assert row.test_accuracy == pytest.approx(0.82)
+    assert row.test_accuracy_std == pytest.approx(0.02)
+    assert row.test_accuracy_ci95 == pytest.approx(4.303 * 0.02 / 3**0.5)
+
+
+def test_overlapping_intervals_are_tied_not_losers():
+    a, b = _fixture_records()[2], dataclasses.replace(_fixture_records()[2], backbone="other")
+    close = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
+    summary = report.summarize(report.records_frame(close))
+    assert summary["tied_best"].all()
+    far = _with_seeds(a, [0.80, 0.801, 0.802]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.50, 0.501, 0.502])]
+    summary = report.summarize(report.records_frame(far))
+    assert summary.set_index("backbone")["tied_best"].to_dict() == {a.backbone: True, "other": False}
+
+
+def test_axes_tables_and_plots_render_from_a_fixture(tmp_path):
+    base = next(r for r in _fixture_records() if r.backbone == "mobilenet_v2" and r.stage == "transfer")
+    grid = [
+        dataclasses.replace(base, key=f"{size}-{policy}", image_size=size, augment=policy, test_accuracy=0.5 + size / 1000 + (0.01 if policy == "flip-crop" else 0))
+        for size in (96, 128, 160)
+        for policy in ("none", "flip-crop")
+    ]
+    for r in grid:
+        append_record(tmp_path, r)
+    paths = {p.name for p in report.write_report(tmp_path)}
+    assert {"accuracy_vs_size.png", "accuracy_vs_cost.png"} <= paths
+    text = (tmp_path / "README.md").read_text()
+    assert "## Augmentation and input size" in text
+    assert "flip-crop @ 160 px" in text and "none @ 96 px" in text
+    assert "66.0 %" in text  # 0.5 + 0.16 (flip-crop adds 0.01 at 160 px: 67.0 %)
