@@ -1,0 +1,161 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.cli import main
+from bench.records import RUNS_FILE, read_records
+from conftest import run_cli
+
+
+@pytest.fixture
+def out_with_records(tmp_path):
+    """An output folder holding earlier records, which no error may touch."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / RUNS_FILE).write_bytes((__import__("pathlib").Path(__file__).parent / "fixtures" / RUNS_FILE).read_bytes())
+    return out
+
+
+def _image_tree(root, classes=("a", "b"), per_class=4):
+    for split in ("train", "test"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def _error(capsys, *argv):
+    code = main(list(map(str, argv)))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("command", [[], ["list"], ["run"], ["report"]])
+def test_help_on_every_command(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_list_shows_backbones_stages_and_policies(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("small_cnn", "mobilenet_v2", "efficientnet_b0", "resnet50", "baseline", "transfer", "finetune", "flip-crop", "randaugment"):
+        assert word in out
+
+
+def test_unknown_backbone_lists_valid_names(out_with_records, capsys):
+    before = (out_with_records / RUNS_FILE).read_bytes()
+    code, err = _error(capsys, "run", "--backbone", "mobilenet", "--data", "synthetic", "--out", out_with_records)
+    assert code == 2 and err.count("\n") == 0
+    assert "unknown backbone 'mobilenet'" in err and "mobilenet_v2" in err and "small_cnn" in err
+    assert (out_with_records / RUNS_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--stage", "pretrain"], "invalid choice: 'pretrain'"),
+    (["--augment", "cutout"], "invalid choice: 'cutout'"),
+    (["--image-size", "0"], "expected a positive integer"),
+])
+def test_argument_errors_exit_2_with_choices(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--backbone", "small_cnn", "--data", "synthetic", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unsupported_stage_names_the_supported_ones(out_with_records, capsys):
+    code, err = _error(capsys, "run", "--backbone", "small_cnn", "--stage", "transfer", "--data", "synthetic", "--out", out_with_records)
+    assert code == 2 and "does not support stage(s) transfer; it runs: baseline" in err
+
+
+def test_image_size_below_minimum(capsys, tmp_path):
+    code, err = _error(capsys, "run", "--backbone", "mobilenet_v2", "--image-size", "16", "--data", "synthetic", "--out", tmp_path / "o")
+    assert code == 2 and "below mobilenet_v2's minimum of 32 px" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("breakage,message", [
+    ("no_test", "has no test/ subfolder"),
+    ("mismatch", "different classes"),
+    ("corrupt", "cannot read image .*bad.png"),
+])
+def test_bad_data_folder(breakage, message, tmp_path, out_with_records, capsys):
+    root = _image_tree(tmp_path / "data")
+    if breakage == "no_test":
+        __import__("shutil").rmtree(root / "test")
+    elif breakage == "mismatch":
+        (root / "test" / "b").rename(root / "test" / "c")
+    else:
+        (root / "train" / "a" / "bad.png").write_bytes(b"\x89PNG broken")
+    before = (out_with_records / RUNS_FILE).read_bytes()
+    code, err = _error(capsys, "run", "--backbone", "small_cnn", "--data", root, "--out", out_with_records, "--cache-dir", tmp_path / "cache")
+    assert code == 2
+    assert __import__("re").search(message, err), err
+    assert (out_with_records / RUNS_FILE).read_bytes() == before
+
+
+def test_weights_file_for_another_architecture(tmp_path, out_with_records, capsys):
+    import keras
+
+    keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(tmp_path / "mnv2.weights.h5")
+    code, err = _error(capsys, "run", "--backbone", "resnet50", "--weights", tmp_path / "mnv2.weights.h5", "--data", "synthetic", "--out", out_with_records)
+    assert code == 2 and "does not fit resnet50" in err and err.count("\n") == 0
+
+
+def test_weights_dir_falls_back_and_says_so(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from bench.cli import plan_cells
+
+    args = SimpleNamespace(all=True, backbone=None, stage=None, weights=str(tmp_path), image_size=None, augment=None, seed=0, seeds=1,
+                           data="synthetic", profile="quick", epochs=None, batch_size=None, unfreeze_layers=None, no_cache=False, val_fraction=0.1)
+    cells, notes = plan_cells(args, native_size=32)
+    assert {c.weights for c in cells} == {"none"}
+    assert any("mobilenet_v2" in n and "running from none" in n for n in notes)
+    # Every backbone with each of its stages, transfer before its finetune.
+    assert [(c.backbone, c.stage) for c in cells] == [
+        ("efficientnet_b0", "transfer"), ("efficientnet_b0", "finetune"), ("mobilenet_v2", "transfer"), ("mobilenet_v2", "finetune"),
+        ("resnet50", "transfer"), ("resnet50", "finetune"), ("small_cnn", "baseline")]
+
+
+def test_imagenet_download_failure_says_where_to_put_the_file(monkeypatch, out_with_records, capsys):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.example/keras-applications/mobilenet_v2_no_top.h5: None -- Name or service not known")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    code, err = _error(capsys, "run", "--backbone", "mobilenet_v2", "--weights", "imagenet", "--data", "synthetic", "--out", out_with_records)
+    assert code == 2 and "place mobilenet_v2_no_top.h5 from https://" in err and "~/.keras/models/" in err
+
+
+def test_out_folder_not_writable(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, err = _error(capsys, "run", "--backbone", "small_cnn", "--data", "synthetic", "--out", blocker / "sub")
+    assert code == 2 and "cannot create --out folder" in err
+
+
+def test_report_input_missing(tmp_path, capsys):
+    code, err = _error(capsys, "report", "--out", tmp_path, tmp_path / "nope")
+    assert code == 2 and "does not exist" in err
+
+
+def test_end_to_end_run_on_synthetic(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("run", "--backbone", "small_cnn", "mobilenet_v2", "--data", "synthetic", "--profile", "quick", "--image-size", "32", "--out", out, "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[3/3]" in result.stderr and "left" in result.stderr
+    records = read_records(out).records
+    assert sorted((r.backbone, r.stage, r.status) for r in records) == [
+        ("mobilenet_v2", "finetune", "ok"), ("mobilenet_v2", "transfer", "ok"), ("small_cnn", "baseline", "ok")]
+    for name in ("README.md", "summary.csv", "accuracy_by_stage.png", "accuracy_vs_throughput.png", "training_curves.png"):
+        assert (out / name).stat().st_size > 0
+    assert list((out / "artifacts").glob("*transfer*.head.weights.h5"))
+    # --resume then has nothing to do.
+    again = run_cli("run", "--backbone", "small_cnn", "--data", "synthetic", "--profile", "quick", "--out", out, "--resume", "--cache-dir", tmp_path / "cache")
+    assert again.returncode == 0 and "1 of 1 cells already have an ok record" in again.stderr
+    assert len(read_records(out).records) == 3
