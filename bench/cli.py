@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from backbones import BackboneLookupError, get_backbone, list_backbones
@@ -92,7 +93,13 @@ def _preflight_weights(spec, weights: str, image_size: int) -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        spec.builder(input_shape=(image_size, image_size, 3), weights=weights)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            spec.builder(input_shape=(image_size, image_size, 3), weights=weights)
+        # Keras may load a partly matching file with only a warning: treat that as a mismatch.
+        skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "could not be loaded" in str(w.message)]
+        if skipped:
+            raise ValueError(skipped[0])
     except Exception as error:
         text = str(error).strip()
         if weights == "imagenet":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import math
 import os
 from pathlib import Path
 
@@ -79,7 +80,18 @@ class Record:
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=False, allow_nan=False, default=str)
+        # JSON has no NaN: a diverged loss is written as null, so every line stays parseable.
+        return json.dumps(_finite(dataclasses.asdict(self)), allow_nan=False, default=str)
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
