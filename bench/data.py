@@ -163,24 +163,39 @@ def _decode(files: list[Path], size: tuple[int, int] | None) -> np.ndarray:
     return np.stack(images)
 
 
-def _modal_size(files: list[Path]) -> tuple[int, int]:
+def _common_size(files: list[Path]) -> tuple[int, int]:
+    """The most common (width, height); other sizes are resized to it.
+
+    Raises:
+        UsageError: an image is unreadable, or its shape is too far from the common one for
+            a resize to keep it recognisable (aspect ratio off by more than 2x, or under 8 px).
+    """
     from PIL import Image, UnidentifiedImageError
 
-    sizes: dict[tuple[int, int], int] = {}
+    sizes: dict[tuple[int, int], list[Path]] = {}
     for file in files:
         try:
             with Image.open(file) as image:
-                sizes[image.size] = sizes.get(image.size, 0) + 1
+                sizes.setdefault(image.size, []).append(file)
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise UsageError(f"cannot read image {file}: {error}; delete or replace the file") from None
     # Ties broken by size itself, not by which file came first.
-    return max(sizes, key=lambda s: (sizes[s], s))
+    common = max(sizes, key=lambda s: (len(sizes[s]), s))
+    common_ratio = common[0] / common[1]
+    for (width, height), members in sorted(sizes.items()):
+        ratio = (width / height) / common_ratio
+        if min(width, height) < 8 or not 0.5 <= ratio <= 2:
+            raise UsageError(
+                f"image {members[0]} is {width}x{height} but most images are {common[0]}x{common[1]}: too different to resize "
+                "to a common size; crop or remove such images"
+            )
+    return common
 
 
 def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawData:
     """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` into arrays.
 
-    Images of other sizes are resized to the most common size. Decoded arrays are cached
+    Images of other sizes are resized to the most common size (if their shape allows it). Decoded arrays are cached
     under ``cache_dir`` keyed by the files' paths, sizes and modification times.
     """
     root = root.resolve()
@@ -201,7 +216,7 @@ def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawDat
         with np.load(cache_file) as cached:
             return RawData(str(root), class_names, cached["x_train"], cached["y_train"], cached["x_test"], cached["y_test"])
 
-    size = _modal_size(all_files)
+    size = _common_size(all_files)
     arrays = {}
     for split_name, split in (("train", train), ("test", test)):
         files = [f for name in class_names for f in split[name]]

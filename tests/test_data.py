@@ -86,6 +86,12 @@ def test_mixed_image_sizes_are_resized_to_the_common_size(tmp_path):
     assert raw.x_train.shape[1:] == (8, 8, 3)
 
 
+def test_image_sizes_too_different_to_resize_are_rejected(tmp_path):
+    root = _write_tree(tmp_path / "m", {"a": 3, "b": 3}, split_sizes={("train", "b", 2): (40, 8)})
+    with pytest.raises(UsageError, match=r"image .*b/0002.png is 40x8 but most images are 8x8"):
+        load_image_folder(root, cache_dir=tmp_path / "cache")
+
+
 @pytest.mark.parametrize(
     "breakage,message",
     [
