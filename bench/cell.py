@@ -48,6 +48,8 @@ class Cell:
     unfreeze_layers: int | None = None
     use_cache: bool = True
     val_fraction: float = 0.1
+    precision: str = "float32"  # float32 | mixed (bfloat16 on CPU, float16 on GPU)
+    jit_compile: bool = False  # XLA-compile training and inference
 
     @property
     def dataset_label(self) -> str:
@@ -55,7 +57,9 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return f"{self.backbone}/{self.stage}/{self.image_size}px/{self.augment}/seed{self.seed}/{self.dataset_label}/{self.profile}"
+        key = f"{self.backbone}/{self.stage}/{self.image_size}px/{self.augment}/seed{self.seed}/{self.dataset_label}/{self.profile}"
+        # Options that change the numbers extend the key only when set, so default keys stay stable.
+        return key + ("/mixed" if self.precision == "mixed" else "") + ("/xla" if self.jit_compile else "")
 
     def recipe(self) -> Stage:
         """The stage with this cell's overrides and profile applied."""
@@ -124,15 +128,17 @@ def _weights_identity(cell: Cell):
     return (os.path.abspath(cell.weights), stat.st_size, stat.st_mtime_ns)
 
 
-def extract(prefix, images: np.ndarray, cache_file: Path | None, batch_size: int = 256) -> np.ndarray:
-    """Run the frozen ``prefix`` over ``images`` once; reuse a memory-mapped copy if cached."""
+def extract(prefix, images: np.ndarray, cache_file: Path | None, batch_size: int = 256, forward=None) -> np.ndarray:
+    """Run the frozen ``prefix`` over ``images`` once; reuse a memory-mapped copy if cached.
+
+    ``forward`` is the compiled ``prefix`` to reuse across calls (one trace, not one per call).
+    """
     if cache_file is not None and cache_file.exists():
         return np.load(cache_file, mmap_mode="r")
     import tensorflow as tf
 
-    forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
-    shape = (len(images), *prefix.output.shape[1:])
-    out = np.empty(shape, "float32")
+    forward = forward or tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
+    out = np.empty((len(images), *prefix.output.shape[1:]), "float32")
     for start in range(0, len(images), batch_size):
         out[start : start + batch_size] = forward(tf.constant(images[start : start + batch_size])).numpy()
     if cache_file is not None:
@@ -152,21 +158,24 @@ def cached_features(cell: Cell, data, prefix, cut_name: str, variants, splits, c
     The cache key covers backbone, weights, image size, cut, data content and variant, so
     a cached array is only ever reused for exactly the computation that produced it.
     """
+    import tensorflow as tf
+
     base_key = (cell.backbone, _weights_identity(cell), cell.image_size, cut_name, _fingerprint(data.x_pool, data.x_test))
     images = {"pool": data.x_pool, "test": data.x_test}
+    forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
     out = {}
     for variant in variants:
         for split in splits:
             source = _flip(images[split]) if variant == "flipped" else images[split]
             cache_file = Path(cache_dir) / "features" / f"{_fingerprint(*base_key, variant, split)}.npy"
-            out[variant, split] = extract(prefix, source, cache_file)
+            out[variant, split] = extract(prefix, source, cache_file, forward=forward)
     return out
 
 
 # --------------------------------------------------------------------------- training
 
 
-def _compile(model, recipe: Stage, steps_per_epoch: int):
+def _compile(model, recipe: Stage, steps_per_epoch: int, jit_compile: bool = False):
     import keras
 
     total = max(1, recipe.epochs * steps_per_epoch)
@@ -181,6 +190,7 @@ def _compile(model, recipe: Stage, steps_per_epoch: int):
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
 
 
@@ -224,7 +234,7 @@ def _variant_epochs(variants: list[np.ndarray], y_onehot, seed: int):
     return for_epoch
 
 
-def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, recipe: Stage):
+def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, recipe: Stage, jit_compile: bool = False):
     """Fit ``model`` epoch by epoch; returns (history rows, throughput meter, guard, seconds).
 
     ``epoch_inputs(epoch)`` gives a tf.data pipeline or an ``(x, y)`` pair already in the
@@ -233,7 +243,7 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
     from bench.measure import DivergenceGuard, ThroughputMeter
 
     meter, guard = ThroughputMeter(recipe.batch_size), DivergenceGuard()
-    _compile(model, recipe, steps_per_epoch)
+    _compile(model, recipe, steps_per_epoch, jit_compile)
     history = []
     start = time.perf_counter()
     for epoch in range(recipe.epochs):
@@ -283,6 +293,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
     spec, recipe, policy = get_backbone(cell.backbone), cell.recipe(), get_policy(cell.augment)
     profile = PROFILES[cell.profile]
     keras.utils.set_random_seed(cell.seed)
+    precision = _set_precision(cell.precision)
     raw = load_raw(cell.data, cache_dir)
     data = prepare(raw, cell.seed, cell.val_fraction, profile.train_images, profile.test_images)
     weights = None if cell.weights == "none" else cell.weights
@@ -333,7 +344,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
         trained = clf.model
 
     steps_per_epoch = math.ceil(len(y_train) / recipe.batch_size)
-    history, meter, guard, train_seconds = train(trained, epoch_inputs, steps_per_epoch, val_inputs, y_val, recipe)
+    history, meter, guard, train_seconds = train(trained, epoch_inputs, steps_per_epoch, val_inputs, y_val, recipe, cell.jit_compile)
     common = dict(
         epochs=len(history),
         batch_size=recipe.batch_size,
@@ -343,6 +354,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
         history=history,
         train_seconds=train_seconds,
         cache_seconds=cache_seconds,
+        precision=precision,
+        jit_compile=cell.jit_compile,
         **env,
     )
     if guard.diverged:
@@ -353,12 +366,17 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
         artifact.parent.mkdir(parents=True, exist_ok=True)
         clf.head.save_weights(artifact)
 
+    eval_start = time.perf_counter()
     test_accuracy, test_loss = evaluate(trained, test_variants, data.y_test)
     val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val)
+    measure_start = time.perf_counter()
     total_params, trainable_params = measure.param_counts(clf.model)
-    throughput = measure.inference_images_per_second(clf.model, data.x_test)
-    latency = measure.latency_ms(clf.model, data.x_test)
+    throughput = measure.inference_images_per_second(clf.model, data.x_test, jit_compile=cell.jit_compile)
+    latency = measure.latency_ms(clf.model, data.x_test, jit_compile=cell.jit_compile)
     flops = measure.flops_per_image(clf.model, data.x_test.shape[1:])
+    measure_seconds = time.perf_counter() - measure_start
+    wall_seconds = time.perf_counter() - wall_start
+    eval_seconds = measure_start - eval_start
     return Record(
         **_identity(cell),
         status="ok",
@@ -372,7 +390,11 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
         train_images=len(data.train_index),
         val_images=len(data.val_index),
         test_images=len(data.y_test),
-        wall_seconds=time.perf_counter() - wall_start,
+        wall_seconds=wall_seconds,
+        eval_seconds=eval_seconds,
+        measure_seconds=measure_seconds,
+        # Time outside model compute: data loading, model building, bookkeeping.
+        overhead_seconds=wall_seconds - cache_seconds - train_seconds - eval_seconds - measure_seconds,
         train_images_per_second=meter.images_per_second,
         infer_images_per_second=throughput["images_per_second"],
         infer_batch_size=throughput["batch_size"],
@@ -385,6 +407,22 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
         flops_per_image=flops,
         **common,
     )
+
+
+def _set_precision(precision: str) -> str:
+    """Apply a Keras dtype policy; returns the policy name recorded."""
+    import keras
+    import tensorflow as tf
+
+    if precision == "float32":
+        name = "float32"
+    elif precision == "mixed":
+        # bfloat16 is what CPUs accelerate (AVX512-BF16, AMX); GPUs want float16.
+        name = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    else:
+        raise ValueError(f"unknown precision {precision!r}; choose float32 or mixed")
+    keras.mixed_precision.set_global_policy(name)
+    return name
 
 
 def _prefix_suffix(clf, bottom, top):

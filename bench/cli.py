@@ -33,7 +33,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Transfer-learning benchmark harness for CIFAR-10: backbones x training stages, with accuracy, speed and memory.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,perf}")
 
     commands.add_parser("list", help="list backbones, stages and augmentation policies", description="List registered backbones (with their stages and default sizes), stages and augmentation policies.")
 
@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="kill a cell that runs longer and record it failed (default: no limit)")
     run.add_argument("--no-cache", action="store_true", help="train frozen stages on images end to end instead of on cached activations")
     run.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"activation and dataset cache (default {DEFAULT_CACHE_DIR}, or $BENCH_CACHE_DIR)")
+    run.add_argument("--precision", choices=["float32", "mixed"], default="float32", help="mixed: bfloat16 compute on CPU, float16 on GPU (default float32)")
+    run.add_argument("--jit-compile", action="store_true", help="XLA-compile training and inference")
+
+    perf = commands.add_parser("perf", help="time cached against uncached training paths and print the speed-ups", description="In one process, on the same data, time the uncached and cached paths of transfer and finetune (cold cache) and print each speed-up as a ratio; also writes OUT/perf.md.")
+    perf.add_argument("--data", default="cifar10", help="cifar10 (default), synthetic, or an image-folder DIR")
+    perf.add_argument("--backbone", default="mobilenet_v2", help="backbone to time (default mobilenet_v2)")
+    perf.add_argument("--image-size", type=_positive_int, help="side the backbone runs at (default: the backbone's)")
+    perf.add_argument("--epochs", type=_positive_int, default=10, help="epochs of each training (default 10)")
+    perf.add_argument("--augment", choices=sorted(POLICIES), default="none", help="policy for both paths (default none, the write-up's recipe; flip doubles what the cache computes)")
+    perf.add_argument("--weights", default="none", help="imagenet, none (default: timing does not depend on the weights' values), or a weights FILE")
+    perf.add_argument("--out", type=Path, default=Path("out"), help="folder for perf.md (default ./out)")
 
     report = commands.add_parser("report", help="write tables, CSV and plots from runs.jsonl", description="Write README.md, summary.csv and PNG plots into OUT from the records alone.")
     report.add_argument("--out", type=Path, default=Path("out"), help="folder to write the report into (default ./out); its runs.jsonl is read too")
@@ -158,6 +169,8 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
                                 unfreeze_layers=args.unfreeze_layers,
                                 use_cache=not args.no_cache,
                                 val_fraction=args.val_fraction,
+                                precision=args.precision,
+                                jit_compile=args.jit_compile,
                             )
                         )
     # A finetune cell starts from its transfer counterpart's head: run transfers first.
@@ -229,11 +242,30 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_perf(args) -> int:
+    from bench import perf, report
+
+    spec = get_backbone(args.backbone)
+    if not {"transfer", "finetune"} <= set(spec.stages):
+        raise UsageError(f"perf times transfer and finetune; {spec.name} runs only {', '.join(spec.stages)}; pick another --backbone")
+    _check_out_dir(args.out)
+    size = args.image_size or spec.default_image_size
+    if size < spec.min_image_size:
+        raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
+    args.seed, args.val_fraction, args.profile, args.cache_dir = 0, 0.1, "perf", DEFAULT_CACHE_DIR
+    _validate_data(args)
+    comparisons = perf.compare_paths(args.data, spec.name, size, args.epochs, args.augment, args.weights, args.out, log=sys.stderr)
+    text = report.render_perf(comparisons)
+    print(text)
+    (args.out / "perf.md").write_text(text + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
-        return {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.command](args)
+        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "perf": cmd_perf}[args.command](args)
     except (UsageError, BackboneLookupError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"error: {message}", file=sys.stderr)

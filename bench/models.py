@@ -51,7 +51,8 @@ def build_head(feature_dim: int, num_classes: int, stage: Stage) -> keras.Model:
         x = keras.layers.Dense(stage.head_units, activation="relu", name="head_dense")(x)
     if stage.head_dropout:
         x = keras.layers.Dropout(stage.head_dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head_output")(x)
+    # float32 output even under a mixed-precision policy: softmax and the loss need the range.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head_output")(x)
     return keras.Model(inputs, outputs, name="head")
 
 

@@ -48,13 +48,18 @@ class Record:
     weights: str = "none"  # imagenet | a file path | none
     path: str = ""  # cached | uncached: which training path ran
     tta_flip: bool = False
+    precision: str = "float32"  # Keras dtype policy
+    jit_compile: bool = False
     train_images: int | None = None
     val_images: int | None = None
     test_images: int | None = None
     # cost
     wall_seconds: float | None = None
     train_seconds: float | None = None
-    cache_seconds: float | None = None
+    cache_seconds: float | None = None  # running the frozen prefix once (0 on a warm cache)
+    eval_seconds: float | None = None
+    measure_seconds: float | None = None  # throughput, latency and FLOP passes
+    overhead_seconds: float | None = None  # the rest: data loading, building, bookkeeping
     train_images_per_second: float | None = None
     infer_images_per_second: float | None = None
     infer_batch_size: int | None = None

@@ -64,6 +64,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "train_seconds": float(group["train_seconds"].median()),
                 "cache_seconds": float(group["cache_seconds"].median()),
                 "wall_seconds": float(group["wall_seconds"].median()),
+                "overhead_seconds": float(group["overhead_seconds"].median()),
                 "train_images_per_second": float(group["train_images_per_second"].median()),
                 "infer_images_per_second": float(group["infer_images_per_second"].median()),
                 "infer_images_per_second_min": float(group["infer_images_per_second"].min()),
@@ -152,6 +153,7 @@ def cost_table(summary: pd.DataFrame) -> str:
                 "stage": row.stage,
                 "size px": row.image_size,
                 "train s": _number(row.train_seconds),
+                "overhead %": _number(100 * row.overhead_seconds / row.wall_seconds if row.wall_seconds else None, 1),
                 "cache s": _number(row.cache_seconds),
                 "train img/s": _number(row.train_images_per_second),
                 f"infer img/s (batch)": f"{_number(row.infer_images_per_second)} ({row.infer_batch_size})",
@@ -235,6 +237,39 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
     if plots:
         sections += ["## Plots", "", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots], ""]
     return "\n".join(sections)
+
+
+def render_perf(comparisons) -> str:
+    """``perf.md``: the ratio lines first, then the table they come from."""
+    first = comparisons[0].cached
+    lines = [f"{c.stage} cached vs uncached: {c.speedup:.1f}x" for c in comparisons]
+    rows = [
+        {
+            "stage": c.stage,
+            "uncached train s": _number(c.uncached_seconds, 1),
+            "cached s (cache + train)": f"{_number(c.cached_seconds, 1)} ({_number(c.cached.cache_seconds, 1)} + {_number(c.cached.train_seconds, 1)})",
+            "speed-up": f"{c.speedup:.1f}x",
+            "test acc uncached / cached": f"{_pct(c.uncached.test_accuracy)} / {_pct(c.cached.test_accuracy)}",
+            "harness overhead (uncached / cached)": f"{100 * c.uncached.overhead_seconds / c.uncached.wall_seconds:.1f} % / {100 * c.cached.overhead_seconds / c.cached.wall_seconds:.1f} %",
+        }
+        for c in comparisons
+    ]
+    return "\n".join(
+        [
+            "# Cached against uncached training paths",
+            "",
+            *[f"- {line}" for line in lines],
+            "",
+            f"`{first.backbone}` at {first.image_size} px, {first.epochs} epochs, policy `{first.augment}`, weights `{weights_label(first.weights)}`, "
+            f"{first.train_images} training / {first.test_images} test images of `{first.dataset}`; one process, cold cache for each cached run.",
+            f"Machine: {first.cpu}; GPU: {first.gpu or 'none'}; TensorFlow {first.tf_version}, Keras {first.keras_version}; {first.started_at}.",
+            "",
+            _table(rows),
+            "",
+            "Speed-up = uncached training seconds / (cached: running the frozen part once per variant + training seconds). "
+            "Harness overhead = share of the cell's wall time outside model compute (data loading, model building, bookkeeping).",
+        ]
+    )
 
 
 def render_listing(specs, stages: dict, policies: dict) -> str:

@@ -133,4 +133,6 @@ PROFILES = {
     "full": Profile("full", None, None, None),
     # A few-minute pass over the whole grid: checks that everything runs, not what it reaches.
     "quick": Profile("quick", 1000, 500, 1),
+    # `bench perf`: enough images that per-image costs dominate, few enough for minutes.
+    "perf": Profile("perf", 5000, 1000, None),
 }

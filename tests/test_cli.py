@@ -159,3 +159,14 @@ def test_end_to_end_run_on_synthetic(tmp_path):
     again = run_cli("run", "--backbone", "small_cnn", "--data", "synthetic", "--profile", "quick", "--out", out, "--resume", "--cache-dir", tmp_path / "cache")
     assert again.returncode == 0 and "1 of 1 cells already have an ok record" in again.stderr
     assert len(read_records(out).records) == 3
+
+
+def test_perf_prints_ratios_and_writes_perf_md(tmp_path):
+    result = run_cli("perf", "--data", "synthetic", "--backbone", "mobilenet_v2", "--image-size", "32", "--epochs", "1", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import re
+
+    for stage in ("transfer", "finetune"):
+        assert re.search(rf"{stage} cached vs uncached: \d+\.\dx", result.stdout)
+    text = (tmp_path / "perf.md").read_text()
+    assert "harness overhead" in text and "| transfer" in text and "| finetune" in text

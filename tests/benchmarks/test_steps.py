@@ -1,0 +1,53 @@
+"""pytest-benchmark suite: each backbone's inference step and each stage's training step.
+
+Run with ``pytest tests/benchmarks --benchmark-only`` (excluded from the default run).
+Inputs are the backbone's default size, batch 32, random weights: the timing, not the
+accuracy, is the point. Compare runs with ``--benchmark-autosave`` / ``--benchmark-compare``.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from backbones import get_backbone, list_backbones
+from bench.measure import compiled_forward
+from bench.models import build_classifier
+from bench.stages import STAGES
+
+BATCH = 32
+NATIVE = 32  # CIFAR images; the model resizes to the backbone's size
+
+
+def _classifier(name, stage_name):
+    spec = get_backbone(name)
+    stage = STAGES[stage_name]
+    size = spec.default_image_size if stage.resize else NATIVE
+    keras.utils.set_random_seed(0)
+    return build_classifier(spec, stage, NATIVE, size, 10, None)
+
+
+def _images():
+    return tf.constant(np.random.default_rng(0).integers(0, 255, (BATCH, NATIVE, NATIVE, 3)).astype("float32"))
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_inference_step(benchmark, name):
+    clf = _classifier(name, get_backbone(name).stages[0])
+    forward = compiled_forward(clf.model)
+    images = _images()
+    forward(images).numpy()  # warm-up: tracing excluded
+    benchmark.extra_info["images_per_step"] = BATCH
+    benchmark.pedantic(lambda: forward(images).numpy(), rounds=5, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("name,stage", [(n, s) for n in list_backbones() for s in get_backbone(n).stages])
+def test_training_step(benchmark, name, stage):
+    clf = _classifier(name, stage)
+    clf.model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
+    images, labels = _images(), tf.one_hot(tf.range(BATCH) % 10, 10)
+    clf.model.train_on_batch(images, labels)  # warm-up: tracing excluded
+    benchmark.extra_info["images_per_step"] = BATCH
+    benchmark.pedantic(lambda: clf.model.train_on_batch(images, labels), rounds=5, iterations=1, warmup_rounds=1)
