@@ -106,12 +106,9 @@ def test_weights_file_for_another_architecture(tmp_path, out_with_records, capsy
 
 
 def test_weights_dir_falls_back_and_says_so(tmp_path, capsys):
-    from types import SimpleNamespace
+    from bench.cli import build_parser, plan_cells
 
-    from bench.cli import plan_cells
-
-    args = SimpleNamespace(all=True, backbone=None, stage=None, weights=str(tmp_path), image_size=None, augment=None, seed=0, seeds=1,
-                           data="synthetic", profile="quick", epochs=None, batch_size=None, unfreeze_layers=None, no_cache=False, val_fraction=0.1)
+    args = build_parser().parse_args(["run", "--all", "--weights", str(tmp_path), "--data", "synthetic", "--profile", "quick"])
     cells, notes = plan_cells(args, native_size=32)
     assert {c.weights for c in cells} == {"none"}
     assert any("mobilenet_v2" in n and "running from none" in n for n in notes)
