@@ -31,9 +31,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not match or not int(match.group(1)) < int(match.group(2)):
+        raise argparse.ArgumentTypeError(f"expected INDEX/COUNT with 0 <= INDEX < COUNT (e.g. 0/4), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
+    """The cells of shard ``index`` of ``count``; a finetune stays on its transfer's shard."""
+    groups: list[tuple] = []
+    for cell in cells:
+        group = (cell.backbone, cell.image_size, cell.augment, cell.seed)
+        if group not in groups:
+            groups.append(group)
+    return [c for c in cells if groups.index((c.backbone, c.image_size, c.augment, c.seed)) % count == index]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Transfer-learning benchmark harness for CIFAR-10: backbones x training stages, with accuracy, speed and memory.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,perf}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,compare,perf}")
 
     commands.add_parser("list", help="list backbones, stages and augmentation policies", description="List registered backbones (with their stages and default sizes), stages and augmentation policies.")
 
@@ -58,8 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="kill a cell that runs longer and record it failed (default: no limit)")
     run.add_argument("--no-cache", action="store_true", help="train frozen stages on images end to end instead of on cached activations")
     run.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"activation and dataset cache (default {DEFAULT_CACHE_DIR}, or $BENCH_CACHE_DIR)")
+    run.add_argument("--shard", type=_shard, metavar="I/N", help="run only shard I (0-based) of N of the grid, for job arrays (e.g. $SLURM_ARRAY_TASK_ID/4); merge with `report --out DIR SHARD_DIR...`")
     run.add_argument("--precision", choices=["float32", "mixed"], default="float32", help="mixed: bfloat16 compute on CPU, float16 on GPU (default float32)")
     run.add_argument("--jit-compile", action="store_true", help="XLA-compile training and inference")
+
+    compare = commands.add_parser("compare", help="per-cell deltas between two runs, regressions flagged beyond the noise", description="Compare two output folders (or runs.jsonl files) cell by cell: accuracy, inference throughput, peak memory. A regression is flagged only outside the noise.")
+    compare.add_argument("old", type=Path, metavar="OLD", help="baseline output folder or runs.jsonl")
+    compare.add_argument("new", type=Path, metavar="NEW", help="candidate output folder or runs.jsonl")
+    compare.add_argument("--fail-threshold", type=float, default=5.0, metavar="PCT", help="throughput drop or memory growth, in percent, that counts as a regression (default 5)")
+    compare.add_argument("--accuracy-threshold", type=float, default=1.0, metavar="POINTS", help="accuracy drop, in points, that counts with a single seed on a side (default 1.0); with several seeds the 95 %% intervals decide")
+    compare.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any regression is found")
 
     perf = commands.add_parser("perf", help="time cached against uncached training paths and print the speed-ups", description="In one process, on the same data, time the uncached and cached paths of transfer and finetune (cold cache) and print each speed-up as a ratio; also writes OUT/perf.md.")
     perf.add_argument("--data", default="cifar10", help="cifar10 (default), synthetic, or an image-folder DIR")
@@ -128,8 +153,9 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
     """The cells a ``run`` command asks for, in run order, and notes on weight fallbacks."""
     names = list_backbones() if args.all else args.backbone
     specs = [get_backbone(name) for name in names]
-    weights_path = Path(args.weights)
-    if args.weights not in ("imagenet", "none") and weights_path.is_file() and len(specs) > 1:
+    # Synthetic images are not natural ones: pretrained weights buy nothing there.
+    weights_option = args.weights or ("none" if args.data == "synthetic" else "imagenet")
+    if weights_option not in ("imagenet", "none") and Path(weights_option).is_file() and len(specs) > 1:
         raise UsageError("--weights FILE fits a single backbone; with several, pass a DIR holding <backbone>.weights.h5")
     cells, notes, checked = [], [], set()
     seeds = range(args.seed, args.seed + args.seeds)
@@ -145,7 +171,7 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
             for size in sizes:
                 if size < spec.min_image_size:
                     raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
-            weights, note = _resolve_weights(args.weights, spec, stage_name)
+            weights, note = _resolve_weights(weights_option, spec, stage_name)
             if note and note not in notes:
                 notes.append(note)
             if weights != "none" and (spec.name, weights) not in checked:
@@ -211,10 +237,10 @@ def cmd_run(args) -> int:
 
     if args.all and args.stage:
         raise UsageError("--all runs each backbone's own stages; drop --stage, or name backbones with --backbone")
-    if args.weights is None:
-        args.weights = "none" if args.data == "synthetic" else "imagenet"
     native_size = _validate_data(args)
     cells, notes = plan_cells(args, native_size)
+    if args.shard:
+        cells = shard_cells(cells, *args.shard)
     _check_out_dir(args.out)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -242,6 +268,18 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from bench import report
+    from bench.compare import compare
+
+    for path in (args.old, args.new):
+        if not path.exists():
+            raise UsageError(f"{path} does not exist; pass two output folders or runs.jsonl files")
+    comparison = compare(args.old, args.new, args.fail_threshold, args.accuracy_threshold)
+    print(report.render_comparison(comparison))
+    return 1 if args.fail_on_regression and comparison.regressions else 0
+
+
 def cmd_perf(args) -> int:
     from bench import perf, report
 
@@ -265,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
-        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "perf": cmd_perf}[args.command](args)
+        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare, "perf": cmd_perf}[args.command](args)
     except (UsageError, BackboneLookupError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"error: {message}", file=sys.stderr)

@@ -272,6 +272,31 @@ def render_perf(comparisons) -> str:
     )
 
 
+def render_comparison(comparison) -> str:
+    """Markdown for ``bench compare``."""
+    lines = ["# Comparison", ""]
+    if comparison.environment_notes:
+        lines += ["**Records come from different machines or software**, so cost deltas mix code and platform:", ""]
+        lines += [f"- {note}" for note in comparison.environment_notes] + [""]
+    rows = []
+    for d in comparison.deltas:
+        flag = lambda bad: " **REGRESSION**" if bad else ""  # noqa: E731
+        rows.append(
+            {
+                "cell": d.cell,
+                "test accuracy": f"{_pct(d.old_accuracy)} -> {_pct(d.new_accuracy)} ({100 * (d.new_accuracy - d.old_accuracy):+.1f} pt){flag(d.accuracy_regressed)}",
+                "infer img/s": f"{_number(d.old_images_per_second)} -> {_number(d.new_images_per_second)} ({100 * (d.new_images_per_second / d.old_images_per_second - 1):+.1f} %){flag(d.throughput_regressed)}",
+                "peak RSS MB": f"{_number(d.old_peak_rss_mb)} -> {_number(d.new_peak_rss_mb)} ({100 * (d.new_peak_rss_mb / d.old_peak_rss_mb - 1):+.1f} %){flag(d.memory_regressed)}",
+            }
+        )
+    lines += [_table(rows), ""]
+    for label, cells in (("only in OLD", comparison.only_old), ("only in NEW", comparison.only_new)):
+        if cells:
+            lines.append(f"- {label}: {', '.join(cells)}")
+    lines.append(f"- {len(comparison.regressions)} regression(s) beyond the noise in {len(comparison.deltas)} matched cell(s)")
+    return "\n".join(lines)
+
+
 def render_listing(specs, stages: dict, policies: dict) -> str:
     """Text for ``bench list``."""
     backbones = [
@@ -286,10 +311,10 @@ def render_listing(specs, stages: dict, policies: dict) -> str:
 # --------------------------------------------------------------------------- files
 
 
-def load(out_dir: Path, extra_inputs=()) -> tuple[list[Record], int]:
-    """Latest record per cell across ``out_dir`` and any extra folders or files, and the bad-line count."""
+def load(sources) -> tuple[list[Record], int]:
+    """Latest record per cell across output folders or ``runs.jsonl`` files, and the bad-line count."""
     records, bad = [], 0
-    for source in [Path(out_dir), *map(Path, extra_inputs)]:
+    for source in map(Path, sources):
         loaded = read_records(source)
         records += loaded.records
         bad += loaded.bad_lines
@@ -301,7 +326,7 @@ def write_report(out_dir: Path, extra_inputs=()) -> list[Path]:
     from bench import plots
 
     out_dir = Path(out_dir)
-    records, bad = load(out_dir, extra_inputs)
+    records, bad = load([out_dir, *extra_inputs])
     frame = records_frame(records)
     summary = summarize(frame)
     written = []

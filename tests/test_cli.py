@@ -167,3 +167,43 @@ def test_perf_prints_ratios_and_writes_perf_md(tmp_path):
         assert re.search(rf"{stage} cached vs uncached: \d+\.\dx", result.stdout)
     text = (tmp_path / "perf.md").read_text()
     assert "harness overhead" in text and "| transfer" in text and "| finetune" in text
+
+
+def test_shards_partition_the_grid_and_keep_finetune_with_transfer():
+    from bench.cli import build_parser, plan_cells, shard_cells
+
+    args = build_parser().parse_args(["run", "--all", "--data", "synthetic", "--seeds", "3", "--image-size", "32", "48"])
+    cells, _ = plan_cells(args, native_size=32)
+    shards = [shard_cells(cells, i, 4) for i in range(4)]
+    assert sorted(c.key for s in shards for c in s) == sorted(c.key for c in cells)
+    assert all(shards)
+    for shard in shards:
+        transfers = {(c.backbone, c.image_size, c.seed) for c in shard if c.stage == "transfer"}
+        assert all((c.backbone, c.image_size, c.seed) in transfers for c in shard if c.stage == "finetune")
+
+
+def test_bad_shard_rejected(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--all", "--shard", "4/4"])
+    assert info.value.code == 2 and "0 <= INDEX < COUNT" in capsys.readouterr().err
+
+
+def test_compare_flags_only_real_regressions(tmp_path, capsys):
+    import dataclasses
+    import json
+
+    from bench.records import append_record
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    for record in read_records(__import__("pathlib").Path(__file__).parent / "fixtures" / RUNS_FILE).records:
+        append_record(old, record)
+        slower = record.backbone == "small_cnn"
+        append_record(new, dataclasses.replace(record, infer_images_per_second=record.infer_images_per_second * (0.5 if slower else 0.99), tf_version="9.9"))
+    assert main(["compare", str(old), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "different machines or software" in out and "tf_version: 2.21.0 -> 9.9" in out
+    assert out.count("**REGRESSION**") == 1 and "1 regression(s)" in out
+    assert main(["compare", str(old), str(new), "--fail-on-regression"]) == 1
+    assert main(["compare", str(old), str(old), "--fail-on-regression"]) == 0
+    assert main(["compare", str(old), str(new), "--fail-on-regression", "--fail-threshold", "60"]) == 0
