@@ -152,24 +152,42 @@ def extract(prefix, images: np.ndarray, cache_file: Path | None, batch_size: int
     return out
 
 
-def cached_features(cell: Cell, data, prefix, cut_name: str, variants, splits, cache_dir: Path) -> dict:
-    """``{(variant, split): activations}`` of the frozen ``prefix``, from the cache where present.
+class FeatureCache:
+    """Activations of one frozen ``prefix``, computed once per distinct input array.
 
-    The cache key covers backbone, weights, image size, cut, data content and variant, so
-    a cached array is only ever reused for exactly the computation that produced it.
+    Entries are keyed by backbone, weights, image size, cut and the input array's content,
+    so a cached array is only ever reused for exactly the computation that produced it
+    (a mirrored copy of the images is a different array, hence a different entry).
     """
-    import tensorflow as tf
 
-    base_key = (cell.backbone, _weights_identity(cell), cell.image_size, cut_name, _fingerprint(data.x_pool, data.x_test))
-    images = {"pool": data.x_pool, "test": data.x_test}
-    forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
-    out = {}
-    for variant in variants:
-        for split in splits:
-            source = _flip(images[split]) if variant == "flipped" else images[split]
-            cache_file = Path(cache_dir) / "features" / f"{_fingerprint(*base_key, variant, split)}.npy"
-            out[variant, split] = extract(prefix, source, cache_file, forward=forward)
-    return out
+    def __init__(self, cell: Cell, prefix, cut_name: str, cache_dir: Path):
+        import tensorflow as tf
+
+        self.prefix = prefix
+        self.base_key = (cell.backbone, _weights_identity(cell), cell.image_size, cut_name)
+        self.folder = Path(cache_dir) / "features"
+        # One trace for every array this cache extracts.
+        self.forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        cache_file = self.folder / f"{_fingerprint(*self.base_key, images)}.npy"
+        return extract(self.prefix, images, cache_file, forward=self.forward)
+
+
+def cached_inputs(cache: FeatureCache, data, variants, tta_flip: bool) -> tuple[list, list, list]:
+    """(train variants, val variants, test variants) of activations for the cached path.
+
+    Train and validation share the pool's activations for the policy's variants; a mirrored
+    copy is computed for validation and test only where test-time flipping needs it.
+    """
+    pool = {v: cache(_flip(data.x_pool) if v == "flipped" else data.x_pool) for v in variants}
+    train = [np.asarray(pool[v][data.train_index]) for v in variants]
+    val = [np.asarray(pool["original"][data.val_index])]
+    test = [cache(data.x_test)]
+    if tta_flip:
+        val.append(np.asarray(pool["flipped"][data.val_index]) if "flipped" in pool else cache(_flip(data.x_val)))
+        test.append(cache(_flip(data.x_test)))
+    return train, val, test
 
 
 # --------------------------------------------------------------------------- training
@@ -311,7 +329,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
             # No transfer result to start from (finetune asked for alone): train the head here.
             head_trained_inline = True
             transfer_cell = dataclasses.replace(cell, stage=recipe.starts_from, epochs=None, batch_size=None, unfreeze_layers=None)
-            _train_head_inline(transfer_cell, data, raw, clf, cache_dir)
+            _train_head_inline(transfer_cell, data, clf, cache_dir)
 
     cache_seconds = 0.0
     if cached:
@@ -323,18 +341,11 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
             bottom, top = split_at_first_trainable(clf.backbone)
             prefix, suffix = _prefix_suffix(clf, bottom, top)
             cut_name = top.layers[1].name if len(top.layers) > 1 else "top"
-        variants_needed = list(policy.cache_variants)
-        if recipe.tta_flip and "flipped" not in variants_needed:
-            variants_needed.append("flipped")
-        features = cached_features(cell, data, prefix, cut_name, variants_needed, ("pool", "test"), cache_dir)
-        pool = {v: features[v, "pool"] for v in variants_needed}
-        test = {v: features[v, "test"] for v in variants_needed}
+        cache = FeatureCache(cell, prefix, cut_name, cache_dir)
+        train_variants, val_variants, test_variants = cached_inputs(cache, data, policy.cache_variants, recipe.tta_flip)
         cache_seconds = time.perf_counter() - cache_start
-        train_variants = [np.asarray(pool[v][data.train_index]) for v in policy.cache_variants]
         epoch_inputs = _variant_epochs(train_variants, y_train, cell.seed)
-        val_inputs = np.asarray(pool["original"][data.val_index])
-        val_variants = [val_inputs] + ([np.asarray(pool["flipped"][data.val_index])] if recipe.tta_flip else [])
-        test_variants = [test["original"]] + ([test["flipped"]] if recipe.tta_flip else [])
+        val_inputs = val_variants[0]
         trained = suffix
     else:
         epoch_inputs = _image_epochs(data.x_train, y_train, recipe, policy, cell.seed)
@@ -442,18 +453,17 @@ def _prefix_suffix(clf, bottom, top):
     return prefix, suffix
 
 
-def _train_head_inline(transfer_cell: Cell, data, raw, clf, cache_dir: Path) -> None:
+def _train_head_inline(transfer_cell: Cell, data, clf, cache_dir: Path) -> None:
     """Train ``clf.head`` as the transfer stage would, on cached pooled features."""
     recipe, policy = transfer_cell.recipe(), get_policy(transfer_cell.augment)
-    variants = list(policy.cache_variants or ("original",))
-    features = cached_features(transfer_cell, data, clf.features, "pooled", variants, ("pool",), cache_dir)
-    pool = {v: features[v, "pool"] for v in variants}
+    variants = policy.cache_variants or ("original",)
+    train_variants, val_variants, _ = cached_inputs(FeatureCache(transfer_cell, clf.features, "pooled", cache_dir), data, variants, tta_flip=False)
     y_train = _one_hot(data.y_train, data.num_classes)
     train(
         clf.head,
-        _variant_epochs([np.asarray(pool[v][data.train_index]) for v in variants], y_train, transfer_cell.seed),
+        _variant_epochs(train_variants, y_train, transfer_cell.seed),
         math.ceil(len(y_train) / recipe.batch_size),
-        np.asarray(pool["original"][data.val_index]),
+        val_variants[0],
         _one_hot(data.y_val, data.num_classes),
         recipe,
     )
