@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -231,7 +232,7 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, argv=None) -> int:
     from bench import report
     from bench.sweep import run_sweep
 
@@ -245,7 +246,8 @@ def cmd_run(args) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"running {len(cells)} cells into {args.out}/ (data: {args.data}, profile: {args.profile})", file=sys.stderr, flush=True)
-    result = run_sweep(cells, args.out, args.cache_dir, resume=args.resume, timeout_seconds=args.cell_timeout)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    result = run_sweep(cells, args.out, args.cache_dir, resume=args.resume, timeout_seconds=args.cell_timeout, command=command)
     if result.write_error:
         return 1
     paths = report.write_report(args.out)
@@ -303,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
-        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare, "perf": cmd_perf}[args.command](args)
+        if args.command == "run":
+            return cmd_run(args, argv)
+        return {"list": cmd_list, "report": cmd_report, "compare": cmd_compare, "perf": cmd_perf}[args.command](args)
     except (UsageError, BackboneLookupError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"error: {message}", file=sys.stderr)

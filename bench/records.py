@@ -82,6 +82,7 @@ class Record:
     git_commit: str = ""
     git_dirty: bool | None = None
     started_at: str = ""
+    command: str = ""  # the `bench run` command line that produced the record
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

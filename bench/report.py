@@ -218,13 +218,22 @@ def provenance(frame: pd.DataFrame, bad_lines: int) -> list[str]:
         f"- Code: git {distinct('git_commit')[:60]}" + (" (uncommitted changes)" if frame["git_dirty"].fillna(False).astype(bool).any() else ""),
         f"- Run between {frame['started_at'].min()} and {frame['started_at'].max()}",
     ]
+    commands = sorted({c for c in frame["command"].dropna() if c})
+    if commands:
+        lines.append("- Command(s): " + "; ".join(f"`{c}`" for c in commands))
     if (frame["weights"] == "none").any() and (frame["stage"] != "baseline").any():
         lines.append("- Rows with weights `none` in a transfer or finetune stage ran from random initialisation, not pretrained weights.")
     return lines
 
 
-def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str]) -> str:
-    sections = ["# Benchmark results", "", *provenance(frame, bad_lines), ""]
+NOTES_FILE = "notes.md"
+
+
+def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "") -> str:
+    sections = ["# Benchmark results", ""]
+    if notes.strip():
+        sections += [notes.strip(), ""]
+    sections += [*provenance(frame, bad_lines), ""]
     if not summary.empty:
         sections += ["## Winners", "", *winners(summary), ""]
         sections += ["## Accuracy", "", "Test accuracy (validation-tuned only; the test split is never used for a choice). `write-up` is the seed write-up's number for the same stage.", "", accuracy_table(summary), ""]
@@ -335,5 +344,7 @@ def write_report(out_dir: Path, extra_inputs=()) -> list[Path]:
     written.append(summary_csv)
     plot_paths = plots.write_plots(frame, summary, out_dir) if not summary.empty else []
     readme = out_dir / "README.md"
-    readme.write_text(render_markdown(frame, summary, bad, [p.name for p in plot_paths]))
+    # A hand-written notes.md beside the records (dataset caveats, context) heads the report.
+    notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
+    readme.write_text(render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes))
     return [readme, summary_csv, *plot_paths]

@@ -110,7 +110,7 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def run_sweep(cells: list[Cell], out_dir: Path, cache_dir: Path, resume: bool = False, timeout_seconds: float | None = None, log=None) -> SweepResult:
+def run_sweep(cells: list[Cell], out_dir: Path, cache_dir: Path, resume: bool = False, timeout_seconds: float | None = None, log=None, command: str = "") -> SweepResult:
     """Run every cell not already done, appending its record as soon as it finishes.
 
     Args:
@@ -120,6 +120,7 @@ def run_sweep(cells: list[Cell], out_dir: Path, cache_dir: Path, resume: bool = 
         resume: skip cells whose latest record is ``ok``.
         timeout_seconds: per-cell limit; a cell past it is killed and recorded ``failed``.
         log: where progress lines go (default stderr).
+        command: the command line, stamped on every record so reports can name it.
     """
     log = log or sys.stderr
     out_dir = Path(out_dir)
@@ -137,6 +138,7 @@ def run_sweep(cells: list[Cell], out_dir: Path, cache_dir: Path, resume: bool = 
             smaller = cell.recipe().batch_size // 2
             print(f"    out of memory: retrying once at batch size {smaller}", file=log, flush=True)
             record = run_isolated(dataclasses.replace(cell, batch_size=smaller), out_dir, cache_dir, timeout_seconds)
+        record = dataclasses.replace(record, command=command)
         try:
             append_record(out_dir, record)
         except OSError as error:

@@ -149,8 +149,10 @@ def test_end_to_end_run_on_synthetic(tmp_path):
     records = read_records(out).records
     assert sorted((r.backbone, r.stage, r.status) for r in records) == [
         ("mobilenet_v2", "finetune", "ok"), ("mobilenet_v2", "transfer", "ok"), ("small_cnn", "baseline", "ok")]
+    assert all(r.command.startswith("python -m bench run --backbone small_cnn mobilenet_v2 --data synthetic") for r in records)
     for name in ("README.md", "summary.csv", "accuracy_by_stage.png", "accuracy_vs_throughput.png", "training_curves.png"):
         assert (out / name).stat().st_size > 0
+    assert "Command(s): `python -m bench run --backbone small_cnn" in (out / "README.md").read_text()
     assert list((out / "artifacts").glob("*transfer*.head.weights.h5"))
     # --resume then has nothing to do.
     again = run_cli("run", "--backbone", "small_cnn", "--data", "synthetic", "--profile", "quick", "--out", out, "--resume", "--cache-dir", tmp_path / "cache")

@@ -117,3 +117,11 @@ def test_axes_tables_and_plots_render_from_a_fixture(tmp_path):
     assert "## Augmentation and input size" in text
     assert "flip-crop @ 160 px" in text and "none @ 96 px" in text
     assert "66.0 %" in text  # 0.5 + 0.16 (flip-crop adds 0.01 at 160 px: 67.0 %)
+
+
+def test_notes_file_heads_the_report(tmp_path):
+    shutil.copy(FIXTURE, tmp_path / RUNS_FILE)
+    (tmp_path / report.NOTES_FILE).write_text("Data: JPEG re-encoded copy; costs accuracy.\n")
+    report.write_report(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert text.index("JPEG re-encoded copy") < text.index("## Winners")
