@@ -50,6 +50,8 @@ class Cell:
     val_fraction: float = 0.1
     precision: str = "float32"  # float32 | mixed (bfloat16 on CPU, float16 on GPU)
     jit_compile: bool = False  # XLA-compile training and inference
+    cpus: float = 1  # resources a distributed executor reserves for the cell
+    gpus: float = 0
 
     @property
     def dataset_label(self) -> str:

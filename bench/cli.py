@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="kill a cell that runs longer and record it failed (default: no limit)")
     run.add_argument("--no-cache", action="store_true", help="train frozen stages on images end to end instead of on cached activations")
     run.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"activation and dataset cache (default {DEFAULT_CACHE_DIR}, or $BENCH_CACHE_DIR)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local", help="local: cells one after another here (default); ray: one Ray task per cell")
+    run.add_argument("--ray-address", metavar="HOST:PORT", help="Ray cluster to join with --executor ray (default: start a local instance for the run)")
+    run.add_argument("--cpus-per-cell", type=float, default=1, help="CPUs a Ray task reserves for a cell (default 1)")
+    run.add_argument("--gpus-per-cell", type=float, default=0, help="GPUs a Ray task reserves for a cell (default 0)")
     run.add_argument("--shard", type=_shard, metavar="I/N", help="run only shard I (0-based) of N of the grid, for job arrays (e.g. $SLURM_ARRAY_TASK_ID/4); merge with `report --out DIR SHARD_DIR...`")
     run.add_argument("--precision", choices=["float32", "mixed"], default="float32", help="mixed: bfloat16 compute on CPU, float16 on GPU (default float32)")
     run.add_argument("--jit-compile", action="store_true", help="XLA-compile training and inference")
@@ -198,6 +202,8 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
                                 val_fraction=args.val_fraction,
                                 precision=args.precision,
                                 jit_compile=args.jit_compile,
+                                cpus=args.cpus_per_cell,
+                                gpus=args.gpus_per_cell,
                             )
                         )
     # A finetune cell starts from its transfer counterpart's head: run transfers first.
@@ -247,7 +253,14 @@ def cmd_run(args, argv=None) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(f"running {len(cells)} cells into {args.out}/ (data: {args.data}, profile: {args.profile})", file=sys.stderr, flush=True)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    result = run_sweep(cells, args.out, args.cache_dir, resume=args.resume, timeout_seconds=args.cell_timeout, command=command)
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install ray (or pip install -e '.[ray]')") from None
+    result = run_sweep(
+        cells, args.out, args.cache_dir, resume=args.resume, timeout_seconds=args.cell_timeout, command=command, executor=args.executor, ray_address=args.ray_address
+    )
     if result.write_error:
         return 1
     paths = report.write_report(args.out)

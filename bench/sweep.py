@@ -110,7 +110,44 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def run_sweep(cells: list[Cell], out_dir: Path, cache_dir: Path, resume: bool = False, timeout_seconds: float | None = None, log=None, command: str = "") -> SweepResult:
+class LocalExecutor:
+    """Cells one after another on this machine, each in its own child process."""
+
+    def __init__(self, out_dir: Path, cache_dir: Path, timeout_seconds: float | None):
+        self.out_dir, self.cache_dir, self.timeout_seconds = out_dir, cache_dir, timeout_seconds
+
+    def run(self, cell: Cell) -> Record:
+        return run_isolated(cell, self.out_dir, self.cache_dir, self.timeout_seconds)
+
+    def map(self, cells: list[Cell], on_start=None):
+        """Yield ``(cell, record)`` as each cell finishes, in order."""
+        for cell in cells:
+            if on_start:
+                on_start(cell)
+            yield cell, self.run(cell)
+
+
+def make_executor(name: str, out_dir: Path, cache_dir: Path, timeout_seconds: float | None, ray_address: str | None = None):
+    if name == "local":
+        return LocalExecutor(out_dir, cache_dir, timeout_seconds)
+    if name == "ray":
+        from bench.ray_executor import RayExecutor
+
+        return RayExecutor(out_dir, cache_dir, timeout_seconds, ray_address)
+    raise ValueError(f"unknown executor {name!r}; choose local or ray")
+
+
+def run_sweep(
+    cells: list[Cell],
+    out_dir: Path,
+    cache_dir: Path,
+    resume: bool = False,
+    timeout_seconds: float | None = None,
+    log=None,
+    command: str = "",
+    executor: str = "local",
+    ray_address: str | None = None,
+) -> SweepResult:
     """Run every cell not already done, appending its record as soon as it finishes.
 
     Args:
@@ -121,6 +158,8 @@ def run_sweep(cells: list[Cell], out_dir: Path, cache_dir: Path, resume: bool = 
         timeout_seconds: per-cell limit; a cell past it is killed and recorded ``failed``.
         log: where progress lines go (default stderr).
         command: the command line, stamped on every record so reports can name it.
+        executor: ``local`` (one cell at a time here) or ``ray`` (a Ray task per cell).
+        ray_address: cluster to join with ``executor="ray"``; none starts a local instance.
     """
     log = log or sys.stderr
     out_dir = Path(out_dir)
@@ -130,14 +169,17 @@ def run_sweep(cells: list[Cell], out_dir: Path, cache_dir: Path, resume: bool = 
     if skipped:
         print(f"resume: {skipped} of {len(cells)} cells already have an ok record; running {len(todo)}", file=log, flush=True)
     records: list[Record] = []
+    if not todo:
+        return SweepResult(records, skipped)
+    runner = make_executor(executor, out_dir, cache_dir, timeout_seconds, ray_address)
     sweep_start = time.perf_counter()
-    for index, cell in enumerate(todo, 1):
-        print(f"[{index}/{len(todo)}] {cell.key} ...", file=log, flush=True)
-        record = run_isolated(cell, out_dir, cache_dir, timeout_seconds)
+    started = iter(range(1, len(todo) + 1))
+    on_start = lambda cell: print(f"[{next(started)}/{len(todo)}] {cell.key} ...", file=log, flush=True)  # noqa: E731
+    for index, (cell, record) in enumerate(runner.map(todo, on_start), 1):
         if _is_oom(record) and cell.recipe().batch_size > 1:
             smaller = cell.recipe().batch_size // 2
             print(f"    out of memory: retrying once at batch size {smaller}", file=log, flush=True)
-            record = run_isolated(dataclasses.replace(cell, batch_size=smaller), out_dir, cache_dir, timeout_seconds)
+            record = runner.run(dataclasses.replace(cell, batch_size=smaller))
         record = dataclasses.replace(record, command=command)
         try:
             append_record(out_dir, record)
@@ -152,5 +194,5 @@ def run_sweep(cells: list[Cell], out_dir: Path, cache_dir: Path, resume: bool = 
             outcome = f"ok  test {record.test_accuracy:.1%}  val {record.val_accuracy:.1%}  ({record.path})"
         else:
             outcome = f"{record.status.upper()}  {record.error.splitlines()[0][:160] if record.error else ''}"
-        print(f"    {outcome}  in {_format_seconds(record.wall_seconds or 0)}; elapsed {_format_seconds(elapsed)}, about {_format_seconds(left)} left", file=log, flush=True)
+        print(f"    {index}/{len(todo)} {cell.key}: {outcome}  in {_format_seconds(record.wall_seconds or 0)}; elapsed {_format_seconds(elapsed)}, about {_format_seconds(left)} left", file=log, flush=True)
     return SweepResult(records, skipped)
