@@ -61,6 +61,10 @@ class Cell:
     def key(self) -> str:
         key = f"{self.backbone}/{self.stage}/{self.image_size}px/{self.augment}/seed{self.seed}/{self.dataset_label}/{self.profile}"
         # Options that change the numbers extend the key only when set, so default keys stay stable.
+        if self.epochs:
+            key += f"/epochs{self.epochs}"
+        if self.unfreeze_layers is not None and self.stage == "finetune":
+            key += f"/unfreeze{self.unfreeze_layers}"
         return key + ("/mixed" if self.precision == "mixed" else "") + ("/xla" if self.jit_compile else "")
 
     def recipe(self) -> Stage:

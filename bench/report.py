@@ -61,6 +61,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "writeup_accuracy": WRITEUP_ACCURACY.get(keys[1]),
                 "path": ",".join(sorted(set(group["path"]))),
                 "epochs": int(group["epochs"].median()),
+                "unfreeze_layers": group["unfreeze_layers"].iloc[0],
                 "train_seconds": float(group["train_seconds"].median()),
                 "cache_seconds": float(group["cache_seconds"].median()),
                 "wall_seconds": float(group["wall_seconds"].median()),
@@ -138,6 +139,7 @@ def accuracy_table(summary: pd.DataFrame) -> str:
                 "val accuracy": _pct(row.val_accuracy),
                 "write-up": _pct(row.writeup_accuracy),
                 "epochs": row.epochs,
+                "unfrozen layers": "" if pd.isna(row.unfreeze_layers) else int(row.unfreeze_layers),
                 "path": row.path,
             }
         )
