@@ -415,6 +415,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
         train_images_per_second=meter.images_per_second,
         infer_images_per_second=throughput["images_per_second"],
         infer_batch_size=throughput["batch_size"],
+        infer_spread=throughput["spread"],
         latency_p50_ms=latency["p50"],
         latency_p95_ms=latency["p95"],
         peak_rss_mb=measure.peak_rss_mb(),

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--unfreeze-layers", type=_positive_int, metavar="N", help="finetune: how many of the backbone's last weight layers train (default 4)")
     run.add_argument("--weights", help="imagenet, none, a DIR holding <backbone>.weights.h5, or one .weights.h5 FILE for a single backbone (default: imagenet; none with --data synthetic, whose images are not natural ones)")
     run.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    run.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="run each cell with N seeds: seed, seed+1, ... (default 1)")
+    run.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N", help="one number N: run each cell with seeds --seed, --seed+1, ... (N of them; default 1); several numbers: exactly those seeds")
     run.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved out, stratified, for validation (default 0.1)")
     run.add_argument("--out", type=Path, default=Path("out"), help="output folder for runs.jsonl and the report (default ./out)")
     run.add_argument("--resume", action="store_true", help="skip cells that already have an ok record in OUT")
@@ -163,7 +163,9 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
     if weights_option not in ("imagenet", "none") and Path(weights_option).is_file() and len(specs) > 1:
         raise UsageError("--weights FILE fits a single backbone; with several, pass a DIR holding <backbone>.weights.h5")
     cells, notes, checked = [], [], set()
-    seeds = range(args.seed, args.seed + args.seeds)
+    if min(args.seeds) < (1 if len(args.seeds) == 1 else 0):
+        raise UsageError(f"--seeds takes a count of at least 1 or a list of seeds of 0 or more, got {' '.join(map(str, args.seeds))}")
+    seeds = range(args.seed, args.seed + args.seeds[0]) if len(args.seeds) == 1 else sorted(set(args.seeds))
     for spec in specs:
         stages = args.stage or list(spec.stages)
         unsupported = [s for s in stages if s not in spec.stages]

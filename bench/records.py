@@ -63,6 +63,7 @@ class Record:
     train_images_per_second: float | None = None
     infer_images_per_second: float | None = None
     infer_batch_size: int | None = None
+    infer_spread: float | None = None  # (max - min) / median over the timed repeats
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     peak_rss_mb: float | None = None

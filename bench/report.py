@@ -71,7 +71,10 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "infer_images_per_second_min": float(group["infer_images_per_second"].min()),
                 "infer_images_per_second_max": float(group["infer_images_per_second"].max()),
                 "infer_batch_size": int(group["infer_batch_size"].median()),
+                "infer_spread": float(group["infer_spread"].median()) if group["infer_spread"].notna().any() else None,
                 "latency_p50_ms": float(group["latency_p50_ms"].median()),
+                "latency_p50_ms_min": float(group["latency_p50_ms"].min()),
+                "latency_p50_ms_max": float(group["latency_p50_ms"].max()),
                 "latency_p95_ms": float(group["latency_p95_ms"].median()),
                 "peak_rss_mb": float(group["peak_rss_mb"].median()),
                 "peak_gpu_mb": float(group["peak_gpu_mb"].median()) if group["peak_gpu_mb"].notna().any() else None,
@@ -146,6 +149,13 @@ def accuracy_table(summary: pd.DataFrame) -> str:
     return _table(rows)
 
 
+def _spread(row) -> str:
+    """Min-max over seeds where there are several, else the timed repeats' relative spread."""
+    if row.seeds > 1:
+        return f" [{_number(row.infer_images_per_second_min)}-{_number(row.infer_images_per_second_max)}]"
+    return f" ±{100 * row.infer_spread / 2:.0f} %" if row.infer_spread is not None and not pd.isna(row.infer_spread) else ""
+
+
 def cost_table(summary: pd.DataFrame) -> str:
     rows = []
     for row in summary.itertuples():
@@ -158,8 +168,9 @@ def cost_table(summary: pd.DataFrame) -> str:
                 "overhead %": _number(100 * row.overhead_seconds / row.wall_seconds if row.wall_seconds else None, 1),
                 "cache s": _number(row.cache_seconds),
                 "train img/s": _number(row.train_images_per_second),
-                f"infer img/s (batch)": f"{_number(row.infer_images_per_second)} ({row.infer_batch_size})",
-                "latency p50/p95 ms": f"{_number(row.latency_p50_ms, 1)} / {_number(row.latency_p95_ms, 1)}",
+                "infer img/s (batch)": f"{_number(row.infer_images_per_second)} ({row.infer_batch_size})" + _spread(row),
+                "latency p50/p95 ms": f"{_number(row.latency_p50_ms, 1)} / {_number(row.latency_p95_ms, 1)}"
+                + (f" (p50 {_number(row.latency_p50_ms_min, 1)}-{_number(row.latency_p50_ms_max, 1)})" if row.seeds > 1 else ""),
                 "peak RSS MB": _number(row.peak_rss_mb),
                 "peak GPU MB": _number(row.peak_gpu_mb) or "n/a",
                 "params (trainable)": f"{row.total_params / 1e6:.2f} M ({row.trainable_params / 1e6:.2f} M)",
@@ -239,7 +250,16 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
     if not summary.empty:
         sections += ["## Winners", "", *winners(summary), ""]
         sections += ["## Accuracy", "", "Test accuracy (validation-tuned only; the test split is never used for a choice). `write-up` is the seed write-up's number for the same stage.", "", accuracy_table(summary), ""]
-        sections += ["## Cost", "", "Inference: compiled forward pass, warm-up excluded, median of repeats. Latency at batch 1. Peak RSS: the cell's process high-water mark.", "", cost_table(summary), ""]
+        sections += [
+            "## Cost",
+            "",
+            "Inference: compiled forward pass, warm-up excluded, median of 5 repeats (± half their range; [min-max] over seeds). "
+            "Latency at batch 1. Peak RSS: the cell's process high-water mark, kept by the kernel at no cost to the timings. "
+            "Overhead: share of the cell's wall time outside model compute.",
+            "",
+            cost_table(summary),
+            "",
+        ]
         axes = axes_tables(summary)
         if axes:
             sections += ["## Augmentation and input size", "", axes, ""]

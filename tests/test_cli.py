@@ -176,6 +176,9 @@ def test_shards_partition_the_grid_and_keep_finetune_with_transfer():
 
     args = build_parser().parse_args(["run", "--all", "--data", "synthetic", "--seeds", "3", "--image-size", "32", "48"])
     cells, _ = plan_cells(args, native_size=32)
+    assert {c.seed for c in cells} == {0, 1, 2} and len(cells) == 3 * 2 * 7 - 3  # baseline keeps its one native size
+    listed, _ = plan_cells(build_parser().parse_args(["run", "--backbone", "small_cnn", "--data", "synthetic", "--seeds", "7", "0"]), native_size=32)
+    assert [c.seed for c in listed] == [0, 7]
     shards = [shard_cells(cells, i, 4) for i in range(4)]
     assert sorted(c.key for s in shards for c in s) == sorted(c.key for c in cells)
     assert all(shards)

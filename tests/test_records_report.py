@@ -125,3 +125,25 @@ def test_notes_file_heads_the_report(tmp_path):
     report.write_report(tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert text.index("JPEG re-encoded copy") < text.index("## Winners")
+
+
+def test_report_merges_shard_folders(tmp_path):
+    records = _fixture_records()
+    shards = [tmp_path / f"shard-{i}" for i in range(2)]
+    for i, shard in enumerate(shards):
+        shard.mkdir()
+        for record in records[i::2]:
+            append_record(shard, record)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    report.write_report(merged, extra_inputs=shards)
+    summary = pd.read_csv(merged / "summary.csv")
+    assert len(summary) == len(records)
+    assert "Records: 7 cells (7 ok, 0 failed)" in (merged / "README.md").read_text()
+
+
+def test_cost_table_shows_min_max_over_seeds():
+    base = _fixture_records()[2]
+    seeded = [dataclasses.replace(r, infer_images_per_second=100.0 + 10 * r.seed) for r in _with_seeds(base, [0.8, 0.81, 0.82])]
+    text = report.cost_table(report.summarize(report.records_frame(seeded)))
+    assert "110 (64) [100-120]" in text
