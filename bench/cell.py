@@ -166,12 +166,12 @@ class FeatureCache:
     (a mirrored copy of the images is a different array, hence a different entry).
     """
 
-    def __init__(self, cell: Cell, prefix, cut_name: str, cache_dir: Path):
+    def __init__(self, cell: Cell, prefix, cut_name: str, folder: Path):
         import tensorflow as tf
 
         self.prefix = prefix
         self.base_key = (cell.backbone, _weights_identity(cell), cell.image_size, cut_name)
-        self.folder = Path(cache_dir) / "features"
+        self.folder = Path(folder)
         # One trace for every array this cache extracts.
         self.forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
 
@@ -304,8 +304,12 @@ def evaluate(model, variants: list[np.ndarray], labels: np.ndarray) -> tuple[flo
 # --------------------------------------------------------------------------- the cell
 
 
-def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> Record:
-    """Train and measure one cell. Bad data raises ``UsageError``; a divergence returns a failed record."""
+def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, features_dir: Path | None = None) -> Record:
+    """Train and measure one cell. Bad data raises ``UsageError``; a divergence returns a failed record.
+
+    Decoded datasets are cached under ``cache_dir/datasets``, activations under
+    ``features_dir`` (default ``cache_dir/features``).
+    """
     import keras
 
     from backbones import get_backbone
@@ -313,6 +317,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
     from bench.models import build_classifier, split_at_first_trainable
 
     wall_start = time.perf_counter()
+    features_dir = Path(features_dir or Path(cache_dir) / "features")
     env = measure.environment()
     spec, recipe, policy = get_backbone(cell.backbone), cell.recipe(), get_policy(cell.augment)
     profile = PROFILES[cell.profile]
@@ -335,7 +340,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
             # No transfer result to start from (finetune asked for alone): train the head here.
             head_trained_inline = True
             transfer_cell = dataclasses.replace(cell, stage=recipe.starts_from, epochs=None, batch_size=None, unfreeze_layers=None)
-            _train_head_inline(transfer_cell, data, clf, cache_dir)
+            _train_head_inline(transfer_cell, data, clf, features_dir)
 
     cache_seconds = 0.0
     if cached:
@@ -347,7 +352,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> 
             bottom, top = split_at_first_trainable(clf.backbone)
             prefix, suffix = _prefix_suffix(clf, bottom, top)
             cut_name = top.layers[1].name if len(top.layers) > 1 else "top"
-        cache = FeatureCache(cell, prefix, cut_name, cache_dir)
+        cache = FeatureCache(cell, prefix, cut_name, features_dir)
         train_variants, val_variants, test_variants = cached_inputs(cache, data, policy.cache_variants, recipe.tta_flip)
         cache_seconds = time.perf_counter() - cache_start
         epoch_inputs = _variant_epochs(train_variants, y_train, cell.seed)
@@ -460,11 +465,11 @@ def _prefix_suffix(clf, bottom, top):
     return prefix, suffix
 
 
-def _train_head_inline(transfer_cell: Cell, data, clf, cache_dir: Path) -> None:
+def _train_head_inline(transfer_cell: Cell, data, clf, features_dir: Path) -> None:
     """Train ``clf.head`` as the transfer stage would, on cached pooled features."""
     recipe, policy = transfer_cell.recipe(), get_policy(transfer_cell.augment)
     variants = policy.cache_variants or ("original",)
-    train_variants, val_variants, _ = cached_inputs(FeatureCache(transfer_cell, clf.features, "pooled", cache_dir), data, variants, tta_flip=False)
+    train_variants, val_variants, _ = cached_inputs(FeatureCache(transfer_cell, clf.features, "pooled", features_dir), data, variants, tta_flip=False)
     y_train = _one_hot(data.y_train, data.num_classes)
     train(
         clf.head,

@@ -40,7 +40,7 @@ class PathComparison:
         return self.cached.test_accuracy - self.uncached.test_accuracy
 
 
-def compare_paths(data: str, backbone: str, image_size: int, epochs: int, augment: str, weights: str, out_dir: Path, log=sys.stderr) -> list[PathComparison]:
+def compare_paths(data: str, backbone: str, image_size: int, epochs: int, augment: str, weights: str, cache_dir: Path, log=sys.stderr) -> list[PathComparison]:
     """Run transfer then finetune, each uncached and cached, cold cache; returns the pairs."""
     comparisons = []
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as scratch:
@@ -50,8 +50,9 @@ def compare_paths(data: str, backbone: str, image_size: int, epochs: int, augmen
             for use_cache in (False, True):
                 cell = Cell(backbone, stage, image_size, augment, 0, data=data, profile="perf", weights=weights, epochs=epochs, use_cache=use_cache)
                 print(f"perf: {stage} {'cached' if use_cache else 'uncached'} ({cell.key}) ...", file=log, flush=True)
-                # A fresh cache folder per run: the cached path pays for its own extraction.
-                record = run_cell(cell, scratch / "out", scratch / f"cache-{stage}-{use_cache}")
+                # A fresh activation cache per run: the cached path pays for its own extraction
+                # (the decoded dataset is shared: both paths read the same images).
+                record = run_cell(cell, scratch / "out", cache_dir, features_dir=scratch / f"features-{stage}-{use_cache}")
                 if record.status != "ok":
                     raise RuntimeError(f"perf cell {cell.key} failed: {record.error}")
                 pair[use_cache] = record

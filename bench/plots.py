@@ -28,11 +28,15 @@ def accuracy_by_stage(summary: pd.DataFrame, path: Path) -> Path:
     bars = axis.bar(range(len(summary)), 100 * summary["test_accuracy"], yerr=100 * summary["test_accuracy_ci95"], color=[colours.get(s, "tab:green") for s in summary["stage"]])
     for bar, value in zip(bars, summary["test_accuracy"]):
         axis.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    # The write-up's number for the same stage, as a black tick across each bar.
+    for bar, reference in zip(bars, summary["writeup_accuracy"]):
+        if reference is not None and not pd.isna(reference):
+            axis.hlines(100 * reference, bar.get_x(), bar.get_x() + bar.get_width(), colors="black", linestyles="--")
     axis.set_xticks(range(len(summary)), labels, rotation=45, ha="right", fontsize=7)
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("Test accuracy by backbone and stage")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    axis.legend(handles, colours.keys(), fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()] + [plt.Line2D([], [], color="black", linestyle="--")]
+    axis.legend(handles, [*colours.keys(), "write-up"], fontsize=8, loc="lower right")
     return _save(figure, path)
 
 

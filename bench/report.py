@@ -135,7 +135,8 @@ def accuracy_table(summary: pd.DataFrame) -> str:
             {
                 "backbone": row.backbone,
                 "stage": row.stage,
-                "weights": row.weights,
+                # A transfer or finetune row without pretrained weights says so in the row itself.
+                "weights": row.weights + (" (random init, not pretrained)" if row.weights == "none" and row.stage != "baseline" else ""),
                 "size px": row.image_size,
                 "augment": row.augment,
                 "test accuracy": _accuracy_cell(row) + (" (tied best)" if row.tied_best and len(summary[summary.stage == row.stage]) > 1 else ""),
@@ -228,13 +229,14 @@ def provenance(frame: pd.DataFrame, bad_lines: int) -> list[str]:
         f"- Data: {distinct('dataset')}; profile: {distinct('profile')}",
         f"- Machine: {distinct('cpu')}; GPU: {distinct('gpu') if distinct('gpu') != 'unknown' else 'none'}",
         f"- Software: TensorFlow {distinct('tf_version')}, Keras {distinct('keras_version')}, Python {distinct('python_version')}",
-        f"- Code: git {distinct('git_commit')[:60]}" + (" (uncommitted changes)" if frame["git_dirty"].fillna(False).astype(bool).any() else ""),
+        f"- Code: git {', '.join(sorted({str(c)[:7] for c in frame['git_commit'].dropna() if c})) or 'unknown'}"
+        + (" (with uncommitted changes)" if frame["git_dirty"].fillna(False).astype(bool).any() else ""),
         f"- Run between {frame['started_at'].min()} and {frame['started_at'].max()}",
     ]
     commands = sorted({c for c in frame["command"].dropna() if c})
     if commands:
         lines.append("- Command(s): " + "; ".join(f"`{c}`" for c in commands))
-    if (frame["weights"] == "none").any() and (frame["stage"] != "baseline").any():
+    if ((frame["weights"] == "none") & (frame["stage"] != "baseline")).any():
         lines.append("- Rows with weights `none` in a transfer or finetune stage ran from random initialisation, not pretrained weights.")
     return lines
 
