@@ -209,9 +209,9 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
                                 gpus=args.gpus_per_cell,
                             )
                         )
-    # A finetune cell starts from its transfer counterpart's head: run transfers first.
+    # STAGES lists transfer before finetune, which starts from its transfer's saved head.
     order = {name: i for i, name in enumerate(STAGES)}
-    cells.sort(key=lambda c: (names.index(c.backbone), order[c.stage] if c.stage != "finetune" else order["transfer"] + 0.5))
+    cells.sort(key=lambda c: (names.index(c.backbone), order[c.stage]))
     return cells, notes
 
 
