@@ -72,14 +72,6 @@ class RawData:
     x_test: np.ndarray
     y_test: np.ndarray
 
-    def fingerprint(self) -> str:
-        """Content hash, so caches keyed by it can never serve another dataset's features."""
-        digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
-            digest.update(str(array.shape).encode())
-            digest.update(np.ascontiguousarray(array).data)
-        return digest.hexdigest()[:16]
-
 
 def load_raw(source: str, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawData:
     """Load ``cifar10``, ``synthetic`` or an image-folder directory."""

@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench import augment, cell as cell_module
+from bench import augment
 from bench.augment import POLICIES, get_policy
 from bench.cell import Cell, _image_epochs, _prefix_suffix, run_cell
 from bench.records import RECORD_FIELDS

@@ -195,7 +195,6 @@ def test_bad_shard_rejected(capsys):
 
 def test_compare_flags_only_real_regressions(tmp_path, capsys):
     import dataclasses
-    import json
 
     from bench.records import append_record
 

@@ -10,7 +10,6 @@ from bench.errors import UsageError
 
 def _write_tree(root, counts, size=(8, 8), order=None, split_sizes=None):
     """An image folder with ``counts[class]`` images per split; files written in ``order``."""
-    rng = np.random.default_rng(0)
     jobs = []
     for split in ("train", "test"):
         for name, count in counts.items():

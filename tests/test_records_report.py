@@ -1,5 +1,4 @@
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -7,7 +6,7 @@ import pandas as pd
 import pytest
 
 from bench import report
-from bench.records import RUNS_FILE, Record, append_record, latest_by_key, read_records
+from bench.records import RUNS_FILE, append_record, latest_by_key, read_records
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.jsonl"
 

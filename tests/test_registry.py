@@ -1,6 +1,5 @@
 import re
 import sys
-import textwrap
 from pathlib import Path
 
 import keras

@@ -5,7 +5,6 @@ Inputs are the backbone's default size, batch 32, random weights: the timing, no
 accuracy, is the point. Compare runs with ``--benchmark-autosave`` / ``--benchmark-compare``.
 """
 
-import dataclasses
 
 import keras
 import numpy as np
