@@ -40,18 +40,33 @@ def accuracy_by_stage(summary: pd.DataFrame, path: Path) -> Path:
     return _save(figure, path)
 
 
-def accuracy_vs_throughput(summary: pd.DataFrame, path: Path) -> Path:
+def _accuracy_scatter(summary: pd.DataFrame, x, label, xlabel: str, title: str, path: Path, log_x: bool = False) -> Path:
+    """Test accuracy against ``x(group)`` per stage, each point labelled by ``label(row)``."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for stage, group in summary.groupby("stage"):
-        axis.scatter(group["infer_images_per_second"], 100 * group["test_accuracy"], label=stage)
-        for row in group.itertuples():
-            axis.annotate(f"{row.backbone} {row.image_size}px", (row.infer_images_per_second, 100 * row.test_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axis.set_xscale("log")
-    axis.set_xlabel("inference throughput (images/s, log scale)")
+        xs = x(group)
+        axis.scatter(xs, 100 * group["test_accuracy"], label=stage)
+        for row, value in zip(group.itertuples(), xs):
+            axis.annotate(label(row), (value, 100 * row.test_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if log_x:
+        axis.set_xscale("log")
+    axis.set_xlabel(xlabel)
     axis.set_ylabel("test accuracy (%)")
-    axis.set_title("Accuracy against inference throughput")
+    axis.set_title(title)
     axis.legend(fontsize=8)
     return _save(figure, path)
+
+
+def accuracy_vs_throughput(summary: pd.DataFrame, path: Path) -> Path:
+    return _accuracy_scatter(
+        summary,
+        lambda group: group["infer_images_per_second"],
+        lambda row: f"{row.backbone} {row.image_size}px",
+        "inference throughput (images/s, log scale)",
+        "Accuracy against inference throughput",
+        path,
+        log_x=True,
+    )
 
 
 def training_curves(frame: pd.DataFrame, path: Path) -> Path:
@@ -82,17 +97,14 @@ def accuracy_vs_size(summary: pd.DataFrame, path: Path) -> Path:
 
 
 def accuracy_vs_cost(summary: pd.DataFrame, path: Path) -> Path:
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for stage, group in summary.groupby("stage"):
-        seconds = group["train_seconds"] + group["cache_seconds"].fillna(0)
-        axis.scatter(seconds, 100 * group["test_accuracy"], label=stage)
-        for row, x in zip(group.itertuples(), seconds):
-            axis.annotate(f"{row.augment} {row.image_size}px", (x, 100 * row.test_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axis.set_xlabel("training cost (s: training + activation caching)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title("Accuracy against training cost, by augmentation policy")
-    axis.legend(fontsize=8)
-    return _save(figure, path)
+    return _accuracy_scatter(
+        summary,
+        lambda group: group["train_seconds"] + group["cache_seconds"].fillna(0),
+        lambda row: f"{row.augment} {row.image_size}px",
+        "training cost (s: training + activation caching)",
+        "Accuracy against training cost, by augmentation policy",
+        path,
+    )
 
 
 def write_plots(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
