@@ -58,6 +58,11 @@ class Cell:
         return self.data if self.data in ("cifar10", "synthetic") else Path(self.data).name
 
     @property
+    def file_stem(self) -> str:
+        """The key as one file name, for the cell's log and artifacts."""
+        return self.key.replace("/", "__")
+
+    @property
     def key(self) -> str:
         key = f"{self.backbone}/{self.stage}/{self.image_size}px/{self.augment}/seed{self.seed}/{self.dataset_label}/{self.profile}"
         # Options that change the numbers extend the key only when set, so default keys stay stable.
@@ -82,7 +87,7 @@ class Cell:
     def head_artifact(self, out_dir: Path) -> Path:
         """Where the trained head of this cell's ``transfer`` counterpart lives."""
         transfer = dataclasses.replace(self, stage="transfer", epochs=None, batch_size=None, unfreeze_layers=None)
-        return Path(out_dir) / ARTIFACTS_DIR / (transfer.key.replace("/", "__") + ".head.weights.h5")
+        return Path(out_dir) / ARTIFACTS_DIR / (transfer.file_stem + ".head.weights.h5")
 
 
 def _identity(cell: Cell) -> dict:
@@ -134,30 +139,6 @@ def _weights_identity(cell: Cell):
     return (os.path.abspath(cell.weights), stat.st_size, stat.st_mtime_ns)
 
 
-def extract(prefix, images: np.ndarray, cache_file: Path | None, batch_size: int = 256, forward=None) -> np.ndarray:
-    """Run the frozen ``prefix`` over ``images`` once; reuse a memory-mapped copy if cached.
-
-    ``forward`` is the compiled ``prefix`` to reuse across calls (one trace, not one per call).
-    """
-    if cache_file is not None and cache_file.exists():
-        return np.load(cache_file, mmap_mode="r")
-    import tensorflow as tf
-
-    forward = forward or tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
-    out = np.empty((len(images), *prefix.output.shape[1:]), "float32")
-    for start in range(0, len(images), batch_size):
-        out[start : start + batch_size] = forward(tf.constant(images[start : start + batch_size])).numpy()
-    if cache_file is not None:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            temporary = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(temporary, out)
-            os.replace(temporary, cache_file)
-        except OSError:
-            pass  # a full or read-only cache only costs the next run a re-extraction
-    return out
-
-
 class FeatureCache:
     """Activations of one frozen ``prefix``, computed once per distinct input array.
 
@@ -175,9 +156,24 @@ class FeatureCache:
         # One trace for every array this cache extracts.
         self.forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The prefix's activations over ``images``: a memory-mapped cached copy, or computed and saved."""
+        import tensorflow as tf
+
         cache_file = self.folder / f"{_fingerprint(*self.base_key, images)}.npy"
-        return extract(self.prefix, images, cache_file, forward=self.forward)
+        if cache_file.exists():
+            return np.load(cache_file, mmap_mode="r")
+        out = np.empty((len(images), *self.prefix.output.shape[1:]), "float32")
+        for start in range(0, len(images), batch_size):
+            out[start : start + batch_size] = self.forward(tf.constant(images[start : start + batch_size])).numpy()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(temporary, out)
+            os.replace(temporary, cache_file)
+        except OSError:
+            pass  # a full or read-only cache only costs the next run a re-extraction
+        return out
 
 
 def cached_inputs(cache: FeatureCache, data, variants, tta_flip: bool) -> tuple[list, list, list]:
@@ -393,8 +389,9 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val)
     measure_start = time.perf_counter()
     total_params, trainable_params = measure.param_counts(clf.model)
-    throughput = measure.inference_images_per_second(clf.model, data.x_test, jit_compile=cell.jit_compile)
-    latency = measure.latency_ms(clf.model, data.x_test, jit_compile=cell.jit_compile)
+    forward = measure.compiled_forward(clf.model, cell.jit_compile)
+    throughput = measure.inference_images_per_second(forward, data.x_test)
+    latency = measure.latency_ms(forward, data.x_test)
     flops = measure.flops_per_image(clf.model, data.x_test.shape[1:])
     measure_seconds = time.perf_counter() - measure_start
     wall_seconds = time.perf_counter() - wall_start

@@ -26,13 +26,12 @@ def compiled_forward(model: keras.Model, jit_compile: bool = False):
     return tf.function(lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
 
 
-def inference_images_per_second(model: keras.Model, images: np.ndarray, batch_size: int = 64, batches: int = 3, repeats: int = 5, jit_compile: bool = False) -> dict:
-    """Median images/s of the compiled forward pass over ``repeats`` timed runs.
+def inference_images_per_second(forward, images: np.ndarray, batch_size: int = 64, batches: int = 3, repeats: int = 5) -> dict:
+    """Median images/s of ``forward`` (see ``compiled_forward``) over ``repeats`` timed runs.
 
     Returns:
         ``{"images_per_second", "spread", "batch_size"}``; spread is (max - min) / median.
     """
-    forward = compiled_forward(model, jit_compile)
     batch = tf.constant(np.resize(images, (batch_size, *images.shape[1:])))
     forward(batch).numpy()  # warm-up: tracing and first-call allocation
     forward(batch).numpy()
@@ -47,9 +46,8 @@ def inference_images_per_second(model: keras.Model, images: np.ndarray, batch_si
     return {"images_per_second": median, "spread": (max(rates) - min(rates)) / median, "batch_size": batch_size}
 
 
-def latency_ms(model: keras.Model, images: np.ndarray, calls: int = 30, jit_compile: bool = False) -> dict:
+def latency_ms(forward, images: np.ndarray, calls: int = 30) -> dict:
     """Batch-1 latency percentiles (ms) of the compiled forward pass, warm-up excluded."""
-    forward = compiled_forward(model, jit_compile)
     single = tf.constant(images[:1])
     for _ in range(3):
         forward(single).numpy()

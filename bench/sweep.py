@@ -54,7 +54,7 @@ def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: fl
     """Run one cell in a spawned child; always returns a record, never raises for the cell's faults."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    log_file = Path(out_dir) / LOGS_DIR / (cell.key.replace("/", "__") + ".log")
+    log_file = Path(out_dir) / LOGS_DIR / (cell.file_stem + ".log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     child = context.Process(target=_child_main, args=(cell, out_dir, cache_dir, log_file, send), name=f"cell {cell.key}")
     start = time.perf_counter()
