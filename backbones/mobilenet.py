@@ -6,10 +6,15 @@ from backbones.registry import register_backbone
 
 
 @register_backbone(
-    default_image_size=96,
+    # 128 px, not the write-up's 96: on the JPEG copy of CIFAR-10 frozen features gain about
+    # 4 points from 96 to 128 px and little beyond (results/axes), for 1.8x the extraction time.
+    default_image_size=128,
     preprocess=keras.applications.mobilenet_v2.preprocess_input,
     has_imagenet_weights=True,
+    # Its layers are small (a depthwise block is 3 weight layers), so finetune unfreezes the
+    # last four inverted-residual blocks and Conv_1 (13 layers), not the stage's default 4.
+    unfreeze_layers=13,
 )
-def mobilenet_v2(input_shape=(96, 96, 3), weights="imagenet"):
+def mobilenet_v2(input_shape=(128, 128, 3), weights="imagenet"):
     """MobileNetV2 (alpha 1.0), ImageNet weights, 2.3 M parameters."""
     return keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=input_shape)

@@ -41,6 +41,8 @@ class BackboneSpec:
         stages: the training stages it supports, a subset of ``ALL_STAGES``.
         min_image_size: smallest side the builder accepts.
         description: one line for ``bench list``.
+        unfreeze_layers: how many of its last weight layers the ``finetune`` stage trains,
+            where the stage's own default does not suit its layers (``None``: the stage's).
     """
 
     name: str
@@ -51,6 +53,7 @@ class BackboneSpec:
     stages: tuple[str, ...]
     min_image_size: int = MIN_IMAGE_SIZE
     description: str = ""
+    unfreeze_layers: int | None = None
 
     def __post_init__(self):
         unknown = set(self.stages) - set(ALL_STAGES)
@@ -74,6 +77,7 @@ def register_backbone(
     stages: tuple[str, ...] = ("transfer", "finetune"),
     min_image_size: int = MIN_IMAGE_SIZE,
     description: str = "",
+    unfreeze_layers: int | None = None,
 ):
     """Register a backbone builder; the function's name is the key unless ``name`` is given.
 
@@ -94,6 +98,7 @@ def register_backbone(
             stages=tuple(stages),
             min_image_size=min_image_size,
             description=description or (builder.__doc__ or "").strip().partition("\n")[0],
+            unfreeze_layers=unfreeze_layers,
         )
         return builder
 

@@ -73,15 +73,18 @@ class Cell:
         return key + ("/mixed" if self.precision == "mixed" else "") + ("/xla" if self.jit_compile else "")
 
     def recipe(self) -> Stage:
-        """The stage with this cell's overrides and profile applied."""
+        """The stage with the backbone's setting, this cell's overrides and its profile applied."""
+        from backbones import get_backbone
+
         stage = STAGES[self.stage]
         epochs = self.epochs or stage.epochs
         cap = PROFILES[self.profile].max_epochs
+        unfreeze_layers = next(n for n in (self.unfreeze_layers, get_backbone(self.backbone).unfreeze_layers, stage.unfreeze_layers) if n is not None)
         return dataclasses.replace(
             stage,
             epochs=min(epochs, cap) if cap else epochs,
             batch_size=self.batch_size or stage.batch_size,
-            unfreeze_layers=self.unfreeze_layers if self.unfreeze_layers is not None else stage.unfreeze_layers,
+            unfreeze_layers=unfreeze_layers,
         )
 
     def head_artifact(self, out_dir: Path) -> Path:
@@ -140,40 +143,58 @@ def _weights_identity(cell: Cell):
 
 
 class FeatureCache:
-    """Activations of one frozen ``prefix``, computed once per distinct input array.
+    """Activations of a frozen ``prefix``, computed once per distinct input array.
 
-    Entries are keyed by backbone, weights, image size, cut and the input array's content,
-    so a cached array is only ever reused for exactly the computation that produced it
-    (a mirrored copy of the images is a different array, hence a different entry).
+    ``prefix`` maps images to one tensor per name in ``cut_names``; a call returns the first
+    (what this cell trains on) and saves the others as well, so one pass through a backbone
+    serves every stage that cuts it at one of those places (``transfer`` stores the
+    activations at ``finetune``'s cut as it computes its pooled features). Entries are keyed by
+    backbone, weights, image size, cut and the input array's content, so a cached array is
+    only ever reused for exactly the computation that produced it (a mirrored copy of the
+    images is a different array, hence a different entry).
     """
 
-    def __init__(self, cell: Cell, prefix, cut_name: str, folder: Path):
+    def __init__(self, cell: Cell, prefix, cut_names: tuple[str, ...], folder: Path):
         import tensorflow as tf
 
         self.prefix = prefix
-        self.base_key = (cell.backbone, _weights_identity(cell), cell.image_size, cut_name)
+        self.cut_names = tuple(cut_names)
+        self.base_key = (cell.backbone, _weights_identity(cell), cell.image_size)
         self.folder = Path(folder)
         # One trace for every array this cache extracts.
         self.forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
 
+    def _file(self, cut_name: str, images: np.ndarray) -> Path:
+        return self.folder / f"{_fingerprint(*self.base_key, cut_name, images)}.npy"
+
     def __call__(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """The prefix's activations over ``images``: a memory-mapped cached copy, or computed and saved."""
+        """The first cut's activations over ``images``: a memory-mapped cached copy, or computed and saved."""
         import tensorflow as tf
 
-        cache_file = self.folder / f"{_fingerprint(*self.base_key, images)}.npy"
-        if cache_file.exists():
-            return np.load(cache_file, mmap_mode="r")
-        out = np.empty((len(images), *self.prefix.output.shape[1:]), "float32")
-        for start in range(0, len(images), batch_size):
-            out[start : start + batch_size] = self.forward(tf.constant(images[start : start + batch_size])).numpy()
+        files = [self._file(name, images) for name in self.cut_names]
+        if files[0].exists():
+            return np.load(files[0], mmap_mode="r")
+        outputs = self.prefix.outputs
+        shapes = [(len(images), *output.shape[1:]) for output in outputs]
+        temporaries = [f.with_suffix(f".{os.getpid()}.tmp.npy") for f in files]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            temporary = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(temporary, out)
-            os.replace(temporary, cache_file)
+            # Written straight to disk: a finetune cut of 120,000 images can be gigabytes.
+            arrays = [np.lib.format.open_memmap(t, mode="w+", dtype="float32", shape=shape) for t, shape in zip(temporaries, shapes)]
         except OSError:
-            pass  # a full or read-only cache only costs the next run a re-extraction
-        return out
+            # A full or read-only cache only costs the next run a re-extraction.
+            arrays, files = [np.empty(shape, "float32") for shape in shapes], []
+        for start in range(0, len(images), batch_size):
+            batch = self.forward(tf.constant(images[start : start + batch_size]))
+            for array, values in zip(arrays, batch if len(arrays) > 1 else [batch]):
+                array[start : start + batch_size] = values.numpy()
+        if not files:
+            return arrays[0]
+        for array, temporary, file in zip(arrays, temporaries, files):
+            array.flush()
+            os.replace(temporary, file)
+        del arrays
+        return np.load(files[0], mmap_mode="r")
 
 
 def cached_inputs(cache: FeatureCache, data, variants, tta_flip: bool) -> tuple[list, list, list]:
@@ -310,7 +331,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
 
     from backbones import get_backbone
     from bench import measure
-    from bench.models import build_classifier, split_at_first_trainable
+    from bench.models import build_classifier
 
     wall_start = time.perf_counter()
     features_dir = Path(features_dir or Path(cache_dir) / "features")
@@ -341,14 +362,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     cache_seconds = 0.0
     if cached:
         cache_start = time.perf_counter()
-        if recipe.trainable == "head":
-            prefix, suffix = clf.features, clf.head
-            cut_name = "pooled"
-        else:
-            bottom, top = split_at_first_trainable(clf.backbone)
-            prefix, suffix = _prefix_suffix(clf, bottom, top)
-            cut_name = top.layers[1].name if len(top.layers) > 1 else "top"
-        cache = FeatureCache(cell, prefix, cut_name, features_dir)
+        prefix, suffix, cut_names = _cached_split(clf, cell, spec, recipe)
+        cache = FeatureCache(cell, prefix, cut_names, features_dir)
         train_variants, val_variants, test_variants = cached_inputs(cache, data, policy.cache_variants, recipe.tta_flip)
         cache_seconds = time.perf_counter() - cache_start
         epoch_inputs = _variant_epochs(train_variants, y_train, cell.seed)
@@ -462,11 +477,41 @@ def _prefix_suffix(clf, bottom, top):
     return prefix, suffix
 
 
+def _cached_split(clf, cell: Cell, spec, recipe: Stage):
+    """(frozen prefix, trained suffix, cut names) for the cached path.
+
+    ``finetune`` trains the suffix above its cut. ``transfer`` trains the head on pooled
+    features, and where its backbone also has a ``finetune`` stage, its prefix computes
+    them through that stage's cut and hands the cut activations to the cache too: the
+    ``finetune`` cell then reads them instead of running the backbone over every image again.
+    """
+    import keras
+
+    from bench.models import split_below_top
+
+    if recipe.trainable == "top":
+        bottom, top = split_below_top(clf.backbone, recipe.unfreeze_layers)
+        prefix, suffix = _prefix_suffix(clf, bottom, top)
+        return prefix, suffix, (_cut_name(top),)
+    if "finetune" not in spec.stages:
+        return clf.features, clf.head, ("pooled",)
+    bottom, top = split_below_top(clf.backbone, dataclasses.replace(cell, stage="finetune").recipe().unfreeze_layers)
+    cut_prefix, _ = _prefix_suffix(clf, bottom, top)
+    cut = cut_prefix.output
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(top(cut, training=False))
+    prefix = keras.Model(cut_prefix.input, [pooled, cut], name="frozen_prefix_shared")
+    return prefix, clf.head, ("pooled", _cut_name(top))
+
+
+def _cut_name(top) -> str:
+    return top.layers[1].name if len(top.layers) > 1 else "top"
+
+
 def _train_head_inline(transfer_cell: Cell, data, clf, features_dir: Path) -> None:
     """Train ``clf.head`` as the transfer stage would, on cached pooled features."""
     recipe, policy = transfer_cell.recipe(), get_policy(transfer_cell.augment)
     variants = policy.cache_variants or ("original",)
-    train_variants, val_variants, _ = cached_inputs(FeatureCache(transfer_cell, clf.features, "pooled", features_dir), data, variants, tta_flip=False)
+    train_variants, val_variants, _ = cached_inputs(FeatureCache(transfer_cell, clf.features, ("pooled",), features_dir), data, variants, tta_flip=False)
     y_train = _one_hot(data.y_train, data.num_classes)
     train(
         clf.head,

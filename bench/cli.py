@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=_positive_int, nargs="+", metavar="PX", help="sizes the resizing stages run at, each its own cell (default: the backbone's)")
     run.add_argument("--augment", nargs="+", metavar="POLICY", choices=sorted(POLICIES), help=f"augmentation policies, each its own cell, of {', '.join(POLICIES)} (default: each stage's own)")
     run.add_argument("--batch-size", type=_positive_int, help="override every stage's batch size")
-    run.add_argument("--unfreeze-layers", type=_positive_int, metavar="N", help="finetune: how many of the backbone's last weight layers train (default 4)")
+    run.add_argument("--unfreeze-layers", type=_positive_int, metavar="N", help="finetune: how many of the backbone's last weight layers train (default: the backbone's own setting, see `bench list`, else 4)")
     run.add_argument("--weights", help="imagenet, none, a DIR holding <backbone>.weights.h5, or one .weights.h5 FILE for a single backbone (default: imagenet; none with --data synthetic, whose images are not natural ones)")
     run.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     run.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N", help="one number N: run each cell with seeds --seed, --seed+1, ... (N of them; default 1); several numbers: exactly those seeds")

@@ -110,15 +110,16 @@ def set_trainable(backbone: keras.Model, stage: Stage) -> None:
         raise ValueError(f"stage {stage.name!r}: unknown trainable rule {stage.trainable!r}")
 
 
-def split_at_first_trainable(backbone: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(bottom, top) of a backbone cut at the input of its first trainable layer.
+def split_below_top(backbone: keras.Model, count: int) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top) of a backbone cut at the input of the first of its ``top_layers(count)``.
 
-    Everything below the cut is frozen, so its output can be cached. Where a skip
-    connection crosses the cut (the top would need a second tensor from below), the cut
-    moves down one layer at a time until the top depends on the cut tensor alone.
+    Everything below the cut stays frozen in every stage, so its output can be cached (and
+    shared: ``transfer`` and ``finetune`` cut at the same place). Where a skip connection
+    crosses the cut (the top would need a second tensor from below), the cut moves down one
+    layer at a time until the top depends on the cut tensor alone.
     """
     layers = backbone.layers
-    first = next(i for i, layer in enumerate(layers) if layer.trainable and layer.weights)
+    first = layers.index(top_layers(backbone, count)[0])
     for index in range(first, 0, -1):
         node_inputs = layers[index].input
         if isinstance(node_inputs, (list, tuple)):

@@ -333,7 +333,7 @@ def render_comparison(comparison) -> str:
 def render_listing(specs, stages: dict, policies: dict) -> str:
     """Text for ``bench list``."""
     backbones = [
-        {"backbone": s.name, "stages": ", ".join(s.stages), "default px": s.default_image_size, "imagenet weights": "yes" if s.has_imagenet_weights else "no", "description": s.description}
+        {"backbone": s.name, "stages": ", ".join(s.stages), "default px": s.default_image_size, "finetune unfreezes": s.unfreeze_layers or stages["finetune"].unfreeze_layers if "finetune" in s.stages else "", "imagenet weights": "yes" if s.has_imagenet_weights else "no", "description": s.description}
         for s in specs
     ]
     stage_rows = [{"stage": s.name, "epochs": s.epochs, "lr": s.learning_rate, "augment": s.augment, "description": s.description} for s in stages.values()]

@@ -78,7 +78,10 @@ TRANSFER = Stage(
     pretrained=True,
     trainable="head",
     resize=True,
-    epochs=10,
+    # 20, not 10: on cached features an epoch costs seconds, and MobileNetV2's head at 128 px
+    # gained 0.8 points of validation accuracy (79.9 -> 80.7 %); a wider head (1024),
+    # less dropout (0.3), a larger rate (2e-3) or weight decay 1e-2 did no better on validation.
+    epochs=20,
     batch_size=128,
     learning_rate=1e-3,
     weight_decay=1e-4,
@@ -92,7 +95,7 @@ TRANSFER = Stage(
 
 FINETUNE = Stage(
     name="finetune",
-    description="from the transfer head, unfreeze the backbone's last 4 weight layers (BatchNorm stays frozen) at a 10x lower rate",
+    description="from the transfer head, unfreeze the backbone's last weight layers (4, or the backbone's own setting; BatchNorm stays frozen) at a 10x lower rate",
     pretrained=True,
     trainable="top",
     resize=True,

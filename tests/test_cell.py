@@ -26,6 +26,9 @@ def test_cell_key_includes_size_policy_and_seed():
 def test_profile_caps_epochs_and_overrides_apply():
     assert _cell(profile="quick", epochs=None).recipe().epochs == 1
     assert _cell(stage="finetune", unfreeze_layers=7).recipe().unfreeze_layers == 7
+    # A backbone's own setting beats the stage's default; the cell's override beats both.
+    assert _cell(stage="finetune").recipe().unfreeze_layers == 13
+    assert _cell(backbone="efficientnet_b0", stage="finetune").recipe().unfreeze_layers == STAGES["finetune"].unfreeze_layers
     assert _cell(epochs=None).recipe().epochs == STAGES["transfer"].epochs
 
 
@@ -62,9 +65,10 @@ def test_cached_transfer_matches_uncached(transfer_runs):
 
 def test_cache_holds_each_distinct_input_once_and_is_reused(transfer_runs):
     out, cache, cached, _ = transfer_runs
-    # Policy none + test-time flip: pool, mirrored validation, test, mirrored test.
+    # Policy none + test-time flip: pool, mirrored validation, test, mirrored test, each as
+    # pooled features and as the activations at finetune's cut.
     files = sorted((cache / "features").glob("*.npy"))
-    assert len(files) == 4
+    assert len(files) == 8
     again = run_cell(_cell(), out, cache)
     assert sorted((cache / "features").glob("*.npy")) == files
     assert again.cache_seconds < cached.cache_seconds
@@ -73,7 +77,10 @@ def test_cache_holds_each_distinct_input_once_and_is_reused(transfer_runs):
 
 def test_cached_finetune_matches_uncached(transfer_runs):
     out, cache, _, _ = transfer_runs
+    files = sorted((cache / "features").glob("*.npy"))
     cached = run_cell(_cell(stage="finetune"), out, cache)
+    # The transfer cell already stored the activations at finetune's cut.
+    assert sorted((cache / "features").glob("*.npy")) == files
     uncached = run_cell(_cell(stage="finetune", use_cache=False), out, cache)
     assert cached.status == uncached.status == "ok"
     assert "inline" not in cached.error  # started from the saved transfer head
@@ -88,7 +95,7 @@ def test_finetune_without_a_saved_head_trains_one_inline(tmp_path):
 
 def test_prefix_and_suffix_compose_to_the_model():
     from backbones import get_backbone
-    from bench.models import build_classifier, split_at_first_trainable
+    from bench.models import build_classifier, split_below_top
 
     x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3)).astype("float32")
     for stage_name in ("transfer", "finetune"):
@@ -97,7 +104,7 @@ def test_prefix_and_suffix_compose_to_the_model():
         if stage_name == "transfer":
             prefix, suffix = clf.features, clf.head
         else:
-            prefix, suffix = _prefix_suffix(clf, *split_at_first_trainable(clf.backbone))
+            prefix, suffix = _prefix_suffix(clf, *split_below_top(clf.backbone, stage.unfreeze_layers))
         np.testing.assert_allclose(suffix(prefix(x, training=False), training=False), clf.model(x, training=False), rtol=1e-4, atol=1e-5)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backbones import ALL_STAGES, BackboneLookupError, BackboneSpec, get_backbone, list_backbones, register_backbone, registry, unregister_backbone
-from bench.models import build_classifier, split_at_first_trainable, top_layers
+from bench.models import build_classifier, split_below_top, top_layers
 from bench.stages import STAGES
 
 BUILTINS = ("efficientnet_b0", "mobilenet_v2", "resnet50", "small_cnn")
@@ -108,7 +108,7 @@ def test_stage_trainable_weights(name, stage):
 @pytest.mark.parametrize("name", [n for n in list_backbones() if "finetune" in get_backbone(n).stages])
 def test_finetune_cut_reproduces_the_backbone(name):
     clf = _build(name, "finetune")
-    bottom, top = split_at_first_trainable(clf.backbone)
+    bottom, top = split_below_top(clf.backbone, STAGES["finetune"].unfreeze_layers)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(top(bottom(x, training=False), training=False), clf.backbone(x, training=False), rtol=1e-4, atol=1e-4)
     trainable_top = {id(w) for w in top.trainable_weights}
