@@ -26,7 +26,7 @@ import numpy as np
 from bench.augment import get_policy
 from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
 from bench.records import Record
-from bench.stages import PROFILES, STAGES, Stage
+from bench.stages import PROFILES, STAGES, Stage, unfreeze_layers
 
 ARTIFACTS_DIR = "artifacts"
 
@@ -79,12 +79,11 @@ class Cell:
         stage = STAGES[self.stage]
         epochs = self.epochs or stage.epochs
         cap = PROFILES[self.profile].max_epochs
-        unfreeze_layers = next(n for n in (self.unfreeze_layers, get_backbone(self.backbone).unfreeze_layers, stage.unfreeze_layers) if n is not None)
         return dataclasses.replace(
             stage,
             epochs=min(epochs, cap) if cap else epochs,
             batch_size=self.batch_size or stage.batch_size,
-            unfreeze_layers=unfreeze_layers,
+            unfreeze_layers=unfreeze_layers(stage, get_backbone(self.backbone).unfreeze_layers, self.unfreeze_layers),
         )
 
     def head_artifact(self, out_dir: Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.records import RECORD_FIELDS, Record, latest_by_key, read_records
+from bench.stages import unfreeze_layers
 
 # The write-up's test accuracy per stage (../shared/seed): the numbers to beat.
 WRITEUP_ACCURACY = {"baseline": 0.700, "transfer": 0.797, "finetune": 0.838}
@@ -333,7 +334,7 @@ def render_comparison(comparison) -> str:
 def render_listing(specs, stages: dict, policies: dict) -> str:
     """Text for ``bench list``."""
     backbones = [
-        {"backbone": s.name, "stages": ", ".join(s.stages), "default px": s.default_image_size, "finetune unfreezes": s.unfreeze_layers or stages["finetune"].unfreeze_layers if "finetune" in s.stages else "", "imagenet weights": "yes" if s.has_imagenet_weights else "no", "description": s.description}
+        {"backbone": s.name, "stages": ", ".join(s.stages), "default px": s.default_image_size, "finetune unfreezes": unfreeze_layers(stages["finetune"], s.unfreeze_layers) if "finetune" in s.stages else "", "imagenet weights": "yes" if s.has_imagenet_weights else "no", "description": s.description}
         for s in specs
     ]
     stage_rows = [{"stage": s.name, "epochs": s.epochs, "lr": s.learning_rate, "augment": s.augment, "description": s.description} for s in stages.values()]

@@ -115,6 +115,11 @@ FINETUNE = Stage(
 STAGES = {stage.name: stage for stage in (BASELINE, TRANSFER, FINETUNE)}
 
 
+def unfreeze_layers(stage: Stage, backbone_setting: int | None, override: int | None = None) -> int:
+    """Layers a stage unfreezes: the run's override, else the backbone's own setting, else the stage's."""
+    return next(n for n in (override, backbone_setting, stage.unfreeze_layers) if n is not None)
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """How much of the data and schedule a run uses.
