@@ -82,13 +82,24 @@ def _randaugment(seed):
     return keras.layers.RandAugment(value_range=(0, 255), seed=seed)
 
 
+def chain(*steps):
+    """``(images, labels) -> (images, labels)`` steps applied in order; ``None`` steps are skipped."""
+    steps = [step for step in steps if step is not None]
+
+    def apply(images, labels):
+        for step in steps:
+            images, labels = step(images, labels)
+        return images, labels
+
+    return apply
+
+
 def _flip_then(mix_layer_name):
     flip_build = _images_only(_flip)
     mix_build = _mixing(mix_layer_name)
 
     def build(seed, num_classes):
-        flip, mix = flip_build(seed, num_classes), mix_build(seed + 100, num_classes)
-        return lambda images, labels: mix(*flip(images, labels))
+        return chain(flip_build(seed, num_classes), mix_build(seed + 100, num_classes))
 
     return build
 

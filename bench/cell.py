@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.augment import get_policy
+from bench.augment import chain, get_policy
 from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
 from bench.records import Record
 from bench.stages import PROFILES, STAGES, Stage, unfreeze_layers
@@ -241,9 +241,13 @@ def _epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
 
 def _image_epochs(x, y_onehot, recipe: Stage, policy, seed: int):
     """Uncached input: a tf.data pipeline of augmented image batches per epoch."""
+    import keras
     import tensorflow as tf
 
     augment = policy.build(seed, y_onehot.shape[-1]) if policy.build is not None else None
+    if recipe.shift_fraction:
+        translate = keras.layers.RandomTranslation(recipe.shift_fraction, recipe.shift_fraction, fill_mode="nearest", seed=seed + 50)
+        augment = chain(augment, lambda images, labels: (translate(images, training=True), labels))
 
     def for_epoch(epoch):
         order = _epoch_order(len(x), seed, epoch)
@@ -258,20 +262,38 @@ def _image_epochs(x, y_onehot, recipe: Stage, policy, seed: int):
     return for_epoch
 
 
-def _variant_epochs(variants: list[np.ndarray], y_onehot, seed: int):
-    """Cached input: each image's variant (e.g. original or mirrored) drawn per epoch, seeded."""
+def _variant_epochs(variants: list[np.ndarray], y_onehot, seed: int, shift_cells: int = 0):
+    """Cached input: each image's variant (e.g. original or mirrored) drawn per epoch, seeded,
+    then its activation map shifted by up to ``shift_cells`` cells each way."""
 
     def for_epoch(epoch):
         order = _epoch_order(len(y_onehot), seed, epoch)
-        if len(variants) == 1:
-            return variants[0][order], y_onehot[order]
-        choice = np.random.default_rng([seed, epoch, 1]).integers(len(variants), size=len(order))
-        picked = np.array(variants[0][order])
-        for v in range(1, len(variants)):
-            picked[choice == v] = variants[v][order[choice == v]]
+        picked = variants[0][order]  # a copy: fancy indexing
+        if len(variants) > 1:
+            choice = np.random.default_rng([seed, epoch, 1]).integers(len(variants), size=len(order))
+            for v in range(1, len(variants)):
+                picked[choice == v] = variants[v][order[choice == v]]
+        if shift_cells:
+            picked = shift_maps(picked, shift_cells, np.random.default_rng([seed, epoch, 2]))
         return picked, y_onehot[order]
 
     return for_epoch
+
+
+def shift_maps(maps: np.ndarray, cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Moves each (height, width, channels) map, in place, by a random whole number of cells
+    in [-cells, cells] along each axis, repeating the edge cells into the space it leaves."""
+    count, height, width = maps.shape[:3]
+    rows, cols = rng.integers(-cells, cells + 1, size=(2, count))
+    for row in range(-cells, cells + 1):
+        for col in range(-cells, cells + 1):
+            picked = np.flatnonzero((rows == row) & (cols == col))
+            if row or col:
+                # Group by group, so the extra memory is one group's maps, not a padded copy of all.
+                source_rows = np.clip(np.arange(height) - row, 0, height - 1)
+                source_cols = np.clip(np.arange(width) - col, 0, width - 1)
+                maps[picked] = maps[picked][:, source_rows][:, :, source_cols]
+    return maps
 
 
 def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, recipe: Stage, jit_compile: bool = False):
@@ -346,7 +368,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     y_train = _one_hot(data.y_train, data.num_classes)
     y_val = _one_hot(data.y_val, data.num_classes)
 
-    cached = cell.use_cache and recipe.trainable != "all" and policy.cache_variants is not None
+    # A cache is exact for the policy's variants; a shift also needs a spatial cut (finetune's).
+    cached = cell.use_cache and recipe.trainable != "all" and policy.cache_variants is not None and (recipe.trainable == "top" or not recipe.shift_fraction)
     head_trained_inline = False
     if recipe.starts_from:
         artifact = cell.head_artifact(out_dir)
@@ -365,7 +388,9 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         cache = FeatureCache(cell, prefix, cut_names, features_dir)
         train_variants, val_variants, test_variants = cached_inputs(cache, data, policy.cache_variants, recipe.tta_flip)
         cache_seconds = time.perf_counter() - cache_start
-        epoch_inputs = _variant_epochs(train_variants, y_train, cell.seed)
+        # At least one cell: a coarse map (2 x 2 at 32 px) still gets the regulariser.
+        shift_cells = max(1, round(recipe.shift_fraction * train_variants[0].shape[1])) if recipe.shift_fraction else 0
+        epoch_inputs = _variant_epochs(train_variants, y_train, cell.seed, shift_cells)
         val_inputs = val_variants[0]
         trained = suffix
     else:

@@ -34,6 +34,11 @@ class Stage:
             weight-carrying, non-BatchNorm layers train.
         starts_from: stage whose trained head this stage starts from (same backbone, seed).
         tta_flip: average predictions over the image and its mirror at evaluation.
+        shift_fraction: random translation of the training inputs, on top of the policy,
+            up to this fraction of the side (0: none). The cached path shifts the cut's
+            activation map by whole cells (at least one), a cheap stand-in for translating
+            the images, which the uncached path does; pooled features cannot shift, so a
+            ``transfer``-like stage with a shift runs uncached.
     """
 
     name: str
@@ -53,6 +58,7 @@ class Stage:
     unfreeze_layers: int = 0
     starts_from: str | None = None
     tta_flip: bool = True
+    shift_fraction: float = 0.0
 
 
 BASELINE = Stage(
@@ -95,11 +101,12 @@ TRANSFER = Stage(
 
 FINETUNE = Stage(
     name="finetune",
-    description="from the transfer head, unfreeze the backbone's last weight layers (4, or the backbone's own setting; BatchNorm stays frozen) at a 10x lower rate",
+    description="from the transfer head, unfreeze the backbone's last weight layers (4, or the backbone's own setting; BatchNorm stays frozen) at a 10x lower rate, with random shifts",
     pretrained=True,
     trainable="top",
     resize=True,
-    epochs=5,
+    # 8, not 5: with the shift below, validation kept rising (MobileNetV2: 85.8 -> 86.5 %).
+    epochs=8,
     batch_size=128,
     learning_rate=TRANSFER.learning_rate / 10,
     weight_decay=1e-4,
@@ -110,6 +117,10 @@ FINETUNE = Stage(
     head_dropout=TRANSFER.head_dropout,
     unfreeze_layers=4,
     starts_from="transfer",
+    # The unfrozen top overfits (MobileNetV2, 13 layers: 94.6 % train against 84.2 % validation
+    # after 5 epochs). Shifting the cut's 8 x 8 activation map by one cell (12.5 % of the side,
+    # CIFAR's classic 4 px of 32) lifted validation 85.1 -> 85.8 % at the same cost.
+    shift_fraction=0.125,
 )
 
 STAGES = {stage.name: stage for stage in (BASELINE, TRANSFER, FINETUNE)}

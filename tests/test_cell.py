@@ -5,7 +5,7 @@ import pytest
 
 from bench import augment
 from bench.augment import POLICIES, get_policy
-from bench.cell import Cell, _image_epochs, _prefix_suffix, run_cell
+from bench.cell import Cell, _image_epochs, _prefix_suffix, _variant_epochs, run_cell, shift_maps
 from bench.records import RECORD_FIELDS
 from bench.stages import STAGES
 
@@ -75,8 +75,11 @@ def test_cache_holds_each_distinct_input_once_and_is_reused(transfer_runs):
     assert again.test_accuracy == cached.test_accuracy
 
 
-def test_cached_finetune_matches_uncached(transfer_runs):
+def test_cached_finetune_matches_uncached(transfer_runs, monkeypatch):
     out, cache, _, _ = transfer_runs
+    # The paths draw their random translations differently (activation cells against
+    # image pixels), so they only match without one.
+    monkeypatch.setitem(STAGES, "finetune", dataclasses.replace(STAGES["finetune"], shift_fraction=0.0))
     files = sorted((cache / "features").glob("*.npy"))
     cached = run_cell(_cell(stage="finetune"), out, cache)
     # The transfer cell already stored the activations at finetune's cut.
@@ -86,6 +89,49 @@ def test_cached_finetune_matches_uncached(transfer_runs):
     assert "inline" not in cached.error  # started from the saved transfer head
     assert abs(cached.test_accuracy - uncached.test_accuracy) <= 0.005
     np.testing.assert_allclose(cached.history[-1]["loss"], uncached.history[-1]["loss"], rtol=2e-3)
+
+
+def _shifted_by(before, after, cells):
+    """The (rows, cols) shift, edges repeated, that turns map ``before`` into ``after``, or None."""
+    height, width = before.shape[:2]
+    for row in range(-cells, cells + 1):
+        for col in range(-cells, cells + 1):
+            rows = np.clip(np.arange(height) - row, 0, height - 1)
+            cols = np.clip(np.arange(width) - col, 0, width - 1)
+            if np.array_equal(before[rows][:, cols], after):
+                return row, col
+    return None
+
+
+def test_shift_maps_moves_whole_cells_with_edges_repeated():
+    maps = np.random.default_rng(0).normal(size=(64, 5, 5, 3)).astype("float32")
+    shifted = shift_maps(maps.copy(), 2, np.random.default_rng(1))
+    shifts = [_shifted_by(before, after, 2) for before, after in zip(maps, shifted)]
+    assert None not in shifts
+    assert len(set(shifts)) > 10 and (0, 0) in shifts and (2, -2) in shifts
+    np.testing.assert_array_equal(shift_maps(maps.copy(), 2, np.random.default_rng(1)), shifted)
+
+
+def test_cached_epochs_shift_the_activation_maps_only_when_asked():
+    maps = np.random.default_rng(0).normal(size=(40, 4, 4, 2)).astype("float32")
+    y = np.eye(10, dtype="float32")[np.arange(40) % 10]
+    plain, plain_labels = _variant_epochs([maps], y, seed=0)(0)
+    shifted, shifted_labels = _variant_epochs([maps], y, seed=0, shift_cells=1)(0)
+    np.testing.assert_array_equal(plain_labels, shifted_labels)
+    order = [int(np.flatnonzero((maps == m).all(axis=(1, 2, 3)))[0]) for m in plain]
+    assert all(_shifted_by(maps[i], m, 1) is not None for i, m in zip(order, shifted))
+    assert not np.array_equal(plain, shifted)
+
+
+def test_stage_shift_translates_uncached_images_deterministically():
+    x = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3)).astype("uint8")
+    y = np.eye(10, dtype="float32")[np.arange(16) % 10]
+    recipe = dataclasses.replace(STAGES["baseline"], batch_size=16, shift_fraction=0.125)
+    first = next(iter(_image_epochs(x, y, recipe, get_policy("none"), 1)(0)))[0].numpy()
+    again = next(iter(_image_epochs(x, y, recipe, get_policy("none"), 1)(0)))[0].numpy()
+    plain = next(iter(_image_epochs(x, y, dataclasses.replace(recipe, shift_fraction=0.0), get_policy("none"), 1)(0)))[0].numpy()
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, plain)
 
 
 def test_finetune_without_a_saved_head_trains_one_inline(tmp_path):
