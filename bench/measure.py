@@ -103,6 +103,9 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+CODE_FILES = ("*.py", "*.toml", "*.cfg", "*.ini")
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
@@ -126,7 +129,8 @@ def environment() -> dict:
         "gpu": gpu,
         "hostname": socket.gethostname(),
         "git_commit": commit,
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+        # Code only: a run appending to committed records (results/) must not count as dirty.
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", *CODE_FILES)) if commit else None,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
