@@ -137,8 +137,13 @@ def _weights_identity(cell: Cell):
     if cell.weights in ("none", "imagenet"):
         # Random initial weights differ per seed; the features they give do too.
         return (cell.weights, cell.seed if cell.weights == "none" else None)
-    stat = os.stat(cell.weights)
-    return (os.path.abspath(cell.weights), stat.st_size, stat.st_mtime_ns)
+    # The file's content, not its path or timestamp: a copy, a re-mount or a `touch` of the
+    # same weights keeps its cache; hashing costs well under a second even for ResNet50's.
+    digest = hashlib.sha256()
+    with open(cell.weights, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return ("sha256", digest.hexdigest())
 
 
 class FeatureCache:
@@ -280,6 +285,12 @@ def _variant_epochs(variants: list[np.ndarray], y_onehot, seed: int, shift_cells
     return for_epoch
 
 
+def cells_to_shift(recipe: Stage, map_side: int) -> int:
+    """Cells the cached path shifts a ``map_side``-wide activation map by, for the stage's fraction."""
+    # At least one cell: a coarse map (2 x 2 at 32 px) still gets the regulariser.
+    return max(1, round(recipe.shift_fraction * map_side)) if recipe.shift_fraction else 0
+
+
 def shift_maps(maps: np.ndarray, cells: int, rng: np.random.Generator) -> np.ndarray:
     """Moves each (height, width, channels) map, in place, by a random whole number of cells
     in [-cells, cells] along each axis, repeating the edge cells into the space it leaves."""
@@ -388,9 +399,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         cache = FeatureCache(cell, prefix, cut_names, features_dir)
         train_variants, val_variants, test_variants = cached_inputs(cache, data, policy.cache_variants, recipe.tta_flip)
         cache_seconds = time.perf_counter() - cache_start
-        # At least one cell: a coarse map (2 x 2 at 32 px) still gets the regulariser.
-        shift_cells = max(1, round(recipe.shift_fraction * train_variants[0].shape[1])) if recipe.shift_fraction else 0
-        epoch_inputs = _variant_epochs(train_variants, y_train, cell.seed, shift_cells)
+        epoch_inputs = _variant_epochs(train_variants, y_train, cell.seed, cells_to_shift(recipe, train_variants[0].shape[1]))
         val_inputs = val_variants[0]
         trained = suffix
     else:

@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write tables, CSV and plots from runs.jsonl", description="Write README.md, summary.csv and PNG plots into OUT from the records alone.")
     report.add_argument("--out", type=Path, default=Path("out"), help="folder to write the report into (default ./out); its runs.jsonl is read too")
     report.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="more folders or runs.jsonl files to merge (e.g. shards of a job array)")
+    report.add_argument("--readme", type=Path, metavar="FILE", help="also write the headline table and winners into FILE (e.g. README.md), between its '<!-- bench report: start -->' and '<!-- bench report: end -->' lines")
     return parser
 
 
@@ -281,7 +282,15 @@ def cmd_report(args) -> int:
         if not path.exists():
             raise UsageError(f"report input {path} does not exist; pass output folders or runs.jsonl files")
     _check_out_dir(args.out)
-    paths = report.write_report(args.out, extra_inputs=args.inputs)
+    if args.readme is not None:
+        # Checked before anything is written, so a bad README leaves the report untouched too.
+        if not args.readme.is_file():
+            raise UsageError(f"--readme {args.readme} does not exist; pass the markdown file whose results section to update")
+        try:
+            report.splice_readme(args.readme.read_text(), "")
+        except ValueError as error:
+            raise UsageError(f"--readme {args.readme}: {error}") from None
+    paths = report.write_report(args.out, extra_inputs=args.inputs, project_readme=args.readme)
     print(f"report: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0
 

@@ -1,11 +1,12 @@
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 
 from bench import augment
 from bench.augment import POLICIES, get_policy
-from bench.cell import Cell, _image_epochs, _prefix_suffix, _variant_epochs, run_cell, shift_maps
+from bench.cell import Cell, _image_epochs, _prefix_suffix, _variant_epochs, _weights_identity, run_cell, shift_maps
 from bench.records import RECORD_FIELDS
 from bench.stages import STAGES
 
@@ -195,3 +196,15 @@ def test_augmentation_never_touches_validation_or_test(monkeypatch, tmp_path):
     assert record.status == "ok"
     # One epoch, one batch: exactly the 540 training images, no validation or test image.
     assert seen == [540]
+
+
+def test_cache_key_follows_the_weights_content_not_the_file(tmp_path):
+    first, copy, other = tmp_path / "a.weights.h5", tmp_path / "b.weights.h5", tmp_path / "c.weights.h5"
+    first.write_bytes(b"weights" * 1000)
+    copy.write_bytes(first.read_bytes())
+    other.write_bytes(b"other" * 1000)
+    os.utime(copy, (1, 1))  # another path and timestamp, same content
+    identity = lambda path: _weights_identity(_cell(weights=str(path)))  # noqa: E731
+    assert identity(first) == identity(copy) != identity(other)
+    # Random initial weights are keyed by seed instead.
+    assert _weights_identity(_cell()) != _weights_identity(dataclasses.replace(_cell(), seed=1))

@@ -141,6 +141,18 @@ def test_report_input_missing(tmp_path, capsys):
     assert code == 2 and "does not exist" in err
 
 
+def test_report_readme_without_markers_is_refused_before_writing(tmp_path, out_with_records, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\n")
+    before = sorted(p.name for p in out_with_records.iterdir())
+    code, err = _error(capsys, "report", "--out", out_with_records, "--readme", readme)
+    assert code == 2 and "markers" in err and "bench report: start" in err
+    assert readme.read_text() == "# Project\n"
+    assert sorted(p.name for p in out_with_records.iterdir()) == before
+    code, err = _error(capsys, "report", "--out", out_with_records, "--readme", tmp_path / "missing.md")
+    assert code == 2 and "does not exist" in err
+
+
 def test_end_to_end_run_on_synthetic(tmp_path):
     out = tmp_path / "out"
     result = run_cli("run", "--backbone", "small_cnn", "mobilenet_v2", "--data", "synthetic", "--profile", "quick", "--image-size", "32", "--out", out, "--cache-dir", tmp_path / "cache")

@@ -146,3 +146,29 @@ def test_cost_table_shows_min_max_over_seeds():
     seeded = [dataclasses.replace(r, infer_images_per_second=100.0 + 10 * r.seed) for r in _with_seeds(base, [0.8, 0.81, 0.82])]
     text = report.cost_table(report.summarize(report.records_frame(seeded)))
     assert "110 (64) [100-120]" in text
+
+
+def test_readme_block_is_spliced_between_markers_only(tmp_path):
+    shutil.copy(FIXTURE, tmp_path / RUNS_FILE)
+    readme = tmp_path / "PROJECT.md"
+    readme.write_text(f"# Project\n\nintro\n\n{report.README_START}\nstale table\n{report.README_END}\n\n## Quick start\n")
+    report.write_report(tmp_path, project_readme=readme)
+    text = readme.read_text()
+    assert "stale table" not in text
+    assert text.startswith("# Project\n\nintro\n\n") and text.endswith(f"{report.README_END}\n\n## Quick start\n")
+    block = text[text.index(report.README_START) : text.index(report.README_END)]
+    assert "write-up" in block.splitlines()[1] and "**Accuracy**" in block and "**Memory**" in block
+    # Random-init transfer rows say so in the row itself.
+    assert "**none (random init, not pretrained)**" in block
+    # Running it twice changes nothing.
+    report.write_report(tmp_path, project_readme=readme)
+    assert readme.read_text() == text
+
+
+def test_grid_wall_time_spans_first_start_to_last_end():
+    records = _fixture_records()[:2]
+    frame = report.records_frame(records)
+    first, second = (pd.Timestamp(r.started_at) for r in records)
+    expected = (max(first + pd.Timedelta(seconds=records[0].wall_seconds), second + pd.Timedelta(seconds=records[1].wall_seconds)) - min(first, second)).total_seconds() / 60
+    assert report.grid_wall_minutes(frame) == pytest.approx(expected)
+    assert report.grid_wall_minutes(frame) > records[1].wall_seconds / 60
