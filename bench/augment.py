@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-# keras is imported inside the builders: the sweep's parent process and the spawned
-# children import this module before TensorFlow should be loaded.
+# keras is imported inside the builders, so that listing the policies (``bench list``,
+# argument checks) does not need it.
 
 
 @dataclasses.dataclass(frozen=True)

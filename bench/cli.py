@@ -16,7 +16,7 @@ from pathlib import Path
 
 from backbones import BackboneLookupError, get_backbone, list_backbones
 from bench.augment import POLICIES
-from bench.cell import Cell
+from bench.grid import Cell
 from bench.data import DEFAULT_CACHE_DIR
 from bench.errors import UsageError
 from bench.stages import PROFILES, STAGES

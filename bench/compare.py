@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import GROUP_COLUMNS, load, records_frame, summarize
+from bench.stats import GROUP_COLUMNS, load, records_frame, summarize
 
 ENVIRONMENT_COLUMNS = ("cpu", "gpu", "tf_version", "keras_version")
 # Cells match on what was run, not on where: weights, data and profile are part of it.

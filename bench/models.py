@@ -1,4 +1,5 @@
-"""Backbone + head assembly and the trainable-weight rules of each stage.
+"""Model surgery: backbone + head assembly, each stage's trainable weights, and the frozen-prefix /
+trainable-suffix split the cached path trains on.
 
 The classifier takes raw uint8-valued images at the data's native size: resizing and the
 backbone's own preprocessing are layers of the model, so throughput and latency measure
@@ -131,3 +132,46 @@ def split_below_top(backbone: keras.Model, count: int) -> tuple[keras.Model, ker
         bottom = keras.Model(backbone.input, node_inputs, name=f"{backbone.name}_bottom")
         return bottom, top
     raise ValueError(f"could not find a single-tensor cut in {backbone.name}")
+
+
+def prefix_suffix(clf: Classifier, bottom: keras.Model, top: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """Finetune's frozen prefix (images -> cut activations) and trainable suffix (-> probabilities)."""
+    images = clf.model.input
+    x = images
+    for layer in clf.model.layers[1:]:
+        if layer is clf.backbone:
+            break
+        x = layer(x)
+    prefix = keras.Model(images, bottom(x, training=False), name="frozen_prefix")
+    cut = keras.Input(bottom.output.shape[1:], name="cut_activations")
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(top(cut, training=False))
+    suffix = keras.Model(cut, clf.head(pooled), name="trainable_suffix")
+    return prefix, suffix
+
+
+def cut_name(top: keras.Model) -> str:
+    """A name for the place a backbone is cut: the first layer above the cut."""
+    return top.layers[1].name if len(top.layers) > 1 else "top"
+
+
+def cached_split(clf: Classifier, recipe: Stage, finetune_depth: int | None) -> tuple[keras.Model, keras.Model, tuple[str, ...]]:
+    """(frozen prefix, trained suffix, cut names) for the cached path.
+
+    ``finetune`` trains the suffix above its cut. ``transfer`` trains the head on pooled
+    features, and where the backbone also has a ``finetune`` stage (``finetune_depth``: the
+    layers it unfreezes), its prefix computes them through that stage's cut and hands the cut
+    activations to the cache too: the ``finetune`` cell then reads them instead of running
+    the backbone over every image again.
+    """
+    if recipe.trainable == "top":
+        bottom, top = split_below_top(clf.backbone, recipe.unfreeze_layers)
+        prefix, suffix = prefix_suffix(clf, bottom, top)
+        return prefix, suffix, (cut_name(top),)
+    if finetune_depth is None:
+        return clf.features, clf.head, ("pooled",)
+    bottom, top = split_below_top(clf.backbone, finetune_depth)
+    cut_prefix, _ = prefix_suffix(clf, bottom, top)
+    cut = cut_prefix.output
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(top(cut, training=False))
+    prefix = keras.Model(cut_prefix.input, [pooled, cut], name="frozen_prefix_shared")
+    return prefix, clf.head, ("pooled", cut_name(top))

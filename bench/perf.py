@@ -12,7 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.cell import Cell, run_cell
+from bench.cell import run_cell
+from bench.grid import Cell
 from bench.records import Record
 
 
@@ -33,11 +34,6 @@ class PathComparison:
     @property
     def speedup(self) -> float:
         return self.uncached_seconds / self.cached_seconds
-
-    @property
-    def accuracy_gap(self) -> float:
-        """Cached minus uncached test accuracy (the paths should agree)."""
-        return self.cached.test_accuracy - self.uncached.test_accuracy
 
 
 def compare_paths(data: str, backbone: str, image_size: int, epochs: int, augment: str, weights: str, cache_dir: Path, log=sys.stderr) -> list[PathComparison]:

@@ -10,8 +10,6 @@ matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-STAGES = ("baseline", "transfer", "finetune")
-
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()

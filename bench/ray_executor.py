@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.cell import Cell, failed_record
+from bench.grid import Cell, failed_record
+from bench.isolation import run_isolated
 from bench.records import Record
 
 
 def _run_task(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds, *dependencies) -> Record:
-    from bench.sweep import run_isolated
-
     return run_isolated(cell, out_dir, cache_dir, timeout_seconds)
 
 
@@ -41,7 +40,7 @@ class RayExecutor:
         try:
             return self.ray.get(ref)
         except Exception as error:  # a lost node or worker: the cell failed, the sweep goes on
-            return failed_record(cell, f"ray task failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}")
+            return failed_record(cell, "exception", f"ray task failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}")
 
     def run(self, cell: Cell) -> Record:
         return self._result(self._submit(cell), cell)

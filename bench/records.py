@@ -32,8 +32,10 @@ class Record:
     dataset: str
     profile: str
     # outcome
-    status: str  # ok | failed | skipped
-    error: str = ""
+    status: str  # ok | failed
+    failure: str = ""  # for a failed record, one of FAILURES
+    error: str = ""  # for a failed record, what went wrong (the message and the last traceback lines)
+    notes: str = ""  # remarks on an ok record, e.g. that a finetune cell trained its own head
     # accuracy
     test_accuracy: float | None = None
     test_loss: float | None = None
@@ -102,6 +104,23 @@ def _finite(value):
 
 
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
+# Why a cell failed: the sweep retries only "oom", at half the batch size.
+FAILURES = ("oom", "timeout", "signal", "diverged", "exception")
+# How records written before the ``failure`` field said it: a prefix of ``error``.
+_LEGACY_FAILURE_PREFIXES = (("out of memory", "oom"), ("timeout", "timeout"), ("killed by signal", "signal"), ("diverged", "diverged"))
+
+
+def _upgrade(data: dict) -> dict:
+    """Fields of a record written by an older version, mapped onto today's."""
+    if "failure" in data:
+        return data
+    data = dict(data)
+    error = data.get("error") or ""
+    if data.get("status") == "failed":
+        data["failure"] = next((kind for prefix, kind in _LEGACY_FAILURE_PREFIXES if error.startswith(prefix)), "exception")
+    elif error.startswith("inline: "):
+        data["notes"], data["error"] = error.removeprefix("inline: "), ""
+    return data
 
 
 def append_record(out_dir: Path, record: Record) -> None:
@@ -151,7 +170,7 @@ def read_records(path: Path) -> LoadedRecords:
             if not raw.strip():
                 continue
             try:
-                data = json.loads(raw)
+                data = _upgrade(json.loads(raw))
                 known = {k: v for k, v in data.items() if k in RECORD_FIELDS}
                 records.append(Record(**known))
             except (ValueError, TypeError):

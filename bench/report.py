@@ -1,4 +1,4 @@
-"""Renderers: every table, CSV and plot is a function of the records alone.
+"""Rendering: every table, CSV and README is text made from the statistics in ``bench.stats``.
 
 ``write_report(out_dir)`` reads ``runs.jsonl`` (plus any merged inputs), keeps the latest
 record per cell, aggregates seeds, and writes ``README.md``, ``summary.csv`` and PNG plots.
@@ -6,101 +6,12 @@ record per cell, aggregates seeds, and writes ``README.md``, ``summary.csv`` and
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from bench.records import RECORD_FIELDS, Record, latest_by_key, read_records
 from bench.stages import unfreeze_layers
-
-# The write-up's test accuracy per stage (../shared/seed): the numbers to beat.
-WRITEUP_ACCURACY = {"baseline": 0.700, "transfer": 0.797, "finetune": 0.838}
-GROUP_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights", "dataset", "profile"]
-STAGE_ORDER = {"baseline": 0, "transfer": 1, "finetune": 2}
-# Student t 0.975 quantiles by degrees of freedom, for 95 % intervals over a few seeds.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def t_quantile_975(dof: int) -> float:
-    return T_975.get(dof, 1.96 if dof > 30 else 2.1)
-
-
-def records_frame(records: list[Record]) -> pd.DataFrame:
-    frame = pd.DataFrame([dataclasses.asdict(r) for r in records], columns=list(RECORD_FIELDS))
-    frame["weights"] = frame["weights"].map(weights_label)
-    return frame
-
-
-def weights_label(weights: str) -> str:
-    """``imagenet``, ``none``, or the file name of a weights file."""
-    return weights if weights in ("imagenet", "none", "") else f"file:{Path(weights).name}"
-
-
-def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell group (all seeds of one configuration), ok records only.
-
-    Accuracy: mean, standard deviation, 95 % Student-t interval. Cost: medians (with min and
-    max for throughput and latency), since timing noise is one-sided.
-    """
-    ok = frame[frame["status"] == "ok"]
-    rows = []
-    for keys, group in ok.groupby(GROUP_COLUMNS, sort=False):
-        n = len(group)
-        accuracy = group["test_accuracy"]
-        std = float(accuracy.std(ddof=1)) if n > 1 else 0.0
-        half_width = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
-        rows.append(
-            {
-                **dict(zip(GROUP_COLUMNS, keys)),
-                "seeds": n,
-                "test_accuracy": float(accuracy.mean()),
-                "test_accuracy_std": std,
-                "test_accuracy_ci95": half_width,
-                "val_accuracy": float(group["val_accuracy"].mean()),
-                "writeup_accuracy": WRITEUP_ACCURACY.get(keys[1]),
-                "path": ",".join(sorted(set(group["path"]))),
-                "epochs": int(group["epochs"].median()),
-                "unfreeze_layers": group["unfreeze_layers"].iloc[0],
-                "train_seconds": float(group["train_seconds"].median()),
-                "cache_seconds": float(group["cache_seconds"].median()),
-                "wall_seconds": float(group["wall_seconds"].median()),
-                "overhead_seconds": float(group["overhead_seconds"].median()),
-                "train_images_per_second": float(group["train_images_per_second"].median()),
-                "infer_images_per_second": float(group["infer_images_per_second"].median()),
-                "infer_images_per_second_min": float(group["infer_images_per_second"].min()),
-                "infer_images_per_second_max": float(group["infer_images_per_second"].max()),
-                "infer_batch_size": int(group["infer_batch_size"].median()),
-                "infer_spread": float(group["infer_spread"].median()) if group["infer_spread"].notna().any() else None,
-                "latency_p50_ms": float(group["latency_p50_ms"].median()),
-                "latency_p50_ms_min": float(group["latency_p50_ms"].min()),
-                "latency_p50_ms_max": float(group["latency_p50_ms"].max()),
-                "latency_p95_ms": float(group["latency_p95_ms"].median()),
-                "peak_rss_mb": float(group["peak_rss_mb"].median()),
-                "peak_gpu_mb": float(group["peak_gpu_mb"].median()) if group["peak_gpu_mb"].notna().any() else None,
-                "total_params": int(group["total_params"].iloc[0]),
-                "trainable_params": int(group["trainable_params"].iloc[0]),
-                "flops_per_image": float(group["flops_per_image"].iloc[0]) if group["flops_per_image"].notna().any() else None,
-            }
-        )
-    summary = pd.DataFrame(rows)
-    if summary.empty:
-        return summary
-    summary["tied_best"] = _tied_with_best(summary)
-    order = summary["stage"].map(STAGE_ORDER).fillna(9)
-    return summary.assign(_order=order).sort_values(["backbone", "_order", "image_size", "augment"]).drop(columns="_order").reset_index(drop=True)
-
-
-def _tied_with_best(summary: pd.DataFrame) -> pd.Series:
-    """Per stage, whether a group's 95 % interval overlaps the best group's."""
-    tied = pd.Series(False, index=summary.index)
-    for _, group in summary.groupby("stage"):
-        best = group["test_accuracy"].idxmax()
-        best_low = group.at[best, "test_accuracy"] - group.at[best, "test_accuracy_ci95"]
-        tied[group.index] = (group["test_accuracy"] + group["test_accuracy_ci95"]) >= best_low
-    return tied
-
+from bench.stats import STAGE_ORDER, grid_wall_minutes, load, records_frame, summarize, weights_label
 
 # --------------------------------------------------------------------------- formatting
 
@@ -219,15 +130,6 @@ def axes_tables(summary: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
-def grid_wall_minutes(frame: pd.DataFrame) -> float | None:
-    """Minutes from the first cell's start to the last cell's end, from the records' timestamps."""
-    starts = pd.to_datetime(frame["started_at"], errors="coerce", utc=True)
-    ends = starts + pd.to_timedelta(frame["wall_seconds"].fillna(0), unit="s")
-    if starts.isna().all():
-        return None
-    return (ends.max() - starts.min()).total_seconds() / 60
-
-
 def headline_table(summary: pd.DataFrame) -> str:
     """The few columns a reader compares first: accuracy against the write-up, then cost."""
     rows = []
@@ -280,7 +182,7 @@ def _distinct(frame: pd.DataFrame, column: str) -> str:
 
 def failures_table(frame: pd.DataFrame) -> str:
     failed = frame[frame["status"] != "ok"]
-    return _table([{"cell": r.key, "status": r.status, "error": (r.error or "").splitlines()[0][:200] if r.error else ""} for r in failed.itertuples()])
+    return _table([{"cell": r.key, "failure": r.failure, "error": (r.error or "").splitlines()[0][:200] if r.error else ""} for r in failed.itertuples()])
 
 
 def provenance(frame: pd.DataFrame, bad_lines: int) -> list[str]:
@@ -332,7 +234,7 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
         if axes:
             sections += ["## Augmentation and input size", "", axes, ""]
     if (frame["status"] != "ok").any():
-        sections += ["## Failed or skipped cells", "", failures_table(frame), ""]
+        sections += ["## Failed cells", "", failures_table(frame), ""]
     if plots:
         sections += ["## Plots", "", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots], ""]
     return "\n".join(sections)
@@ -408,16 +310,6 @@ def render_listing(specs, stages: dict, policies: dict) -> str:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def load(sources) -> tuple[list[Record], int]:
-    """Latest record per cell across output folders or ``runs.jsonl`` files, and the bad-line count."""
-    records, bad = [], 0
-    for source in map(Path, sources):
-        loaded = read_records(source)
-        records += loaded.records
-        bad += loaded.bad_lines
-    return list(latest_by_key(records).values()), bad
 
 
 def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = None) -> list[Path]:

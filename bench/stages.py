@@ -1,4 +1,5 @@
-"""Training stages and run profiles, as data. A few functions in ``bench.cell`` interpret them.
+"""Training stages and run profiles, as data; ``bench.grid`` resolves them into a cell's recipe,
+``bench.models`` and ``bench.training`` interpret their fields.
 
 Every change to a recipe is made here, in a stage's fields, never in ad-hoc flags, so a
 record's ``stage`` name pins down exactly how its numbers were produced.

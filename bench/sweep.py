@@ -1,94 +1,15 @@
-"""Run a list of cells, each in its own child process, appending a record as each finishes.
-
-A cell's TensorFlow state, a segfault, an out-of-memory kill or a hang stays inside its
-child: the parent only sees a record (or the lack of one, which becomes a ``failed``
-record naming the signal or the timeout) and goes on with the next cell.
-"""
+"""The sweep: run every cell not already done, retry out-of-memory once, append each record as it finishes."""
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import os
-import signal
 import sys
 import time
 from pathlib import Path
 
-from bench.cell import Cell, failed_record, run_cell_safely
+from bench.executors import make_executor
+from bench.grid import Cell
 from bench.records import Record, append_record, latest_by_key, read_records
-
-LOGS_DIR = "logs"
-
-
-def _child_main(cell: Cell, out_dir: Path, cache_dir: Path, log_file: Path, conn) -> None:
-    # TensorFlow writes to the C-level stdout/stderr: send both to the cell's log file.
-    with open(log_file, "ab", buffering=0) as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    record = run_cell_safely(cell, out_dir, cache_dir)
-    conn.send(record)
-    conn.close()
-
-
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "no exit code"
-    if exitcode < 0:
-        try:
-            return f"killed by signal {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"killed by signal {-exitcode}"
-    return f"exited with code {exitcode} without a record"
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
-
-
-def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: float | None) -> Record:
-    """Run one cell in a spawned child; always returns a record, never raises for the cell's faults."""
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    log_file = Path(out_dir) / LOGS_DIR / (cell.file_stem + ".log")
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    child = context.Process(target=_child_main, args=(cell, out_dir, cache_dir, log_file, send), name=f"cell {cell.key}")
-    start = time.perf_counter()
-    child.start()
-    send.close()
-    record, timed_out = None, False
-    try:
-        if receive.poll(timeout_seconds):
-            record = receive.recv()
-        else:
-            timed_out = True
-    except (EOFError, OSError):
-        pass  # the child died before sending: its exit code says how
-    finally:
-        if record is None and child.is_alive():
-            child.kill()
-        child.join(30)
-    if record is not None:
-        return record
-    seconds = time.perf_counter() - start
-    if timed_out:
-        reason = f"timeout: no result after {timeout_seconds:.0f} s (--cell-timeout); the cell was killed"
-    elif child.exitcode == -signal.SIGKILL:
-        # The kernel's OOM killer sends SIGKILL; so the sweep retries at half the batch size.
-        reason = f"out of memory (probably): {_describe_exit(child.exitcode)}"
-    else:
-        reason = _describe_exit(child.exitcode)
-    tail = _tail(log_file)
-    return failed_record(cell, reason + (f"\n{tail}" if tail else ""), wall_seconds=seconds)
-
-
-def _is_oom(record: Record) -> bool:
-    return record.status == "failed" and record.error.startswith("out of memory")
-
 
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
@@ -108,33 +29,6 @@ def _format_seconds(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-class LocalExecutor:
-    """Cells one after another on this machine, each in its own child process."""
-
-    def __init__(self, out_dir: Path, cache_dir: Path, timeout_seconds: float | None):
-        self.out_dir, self.cache_dir, self.timeout_seconds = out_dir, cache_dir, timeout_seconds
-
-    def run(self, cell: Cell) -> Record:
-        return run_isolated(cell, self.out_dir, self.cache_dir, self.timeout_seconds)
-
-    def map(self, cells: list[Cell], on_start=None):
-        """Yield ``(cell, record)`` as each cell finishes, in order."""
-        for cell in cells:
-            if on_start:
-                on_start(cell)
-            yield cell, self.run(cell)
-
-
-def make_executor(name: str, out_dir: Path, cache_dir: Path, timeout_seconds: float | None, ray_address: str | None = None):
-    if name == "local":
-        return LocalExecutor(out_dir, cache_dir, timeout_seconds)
-    if name == "ray":
-        from bench.ray_executor import RayExecutor
-
-        return RayExecutor(out_dir, cache_dir, timeout_seconds, ray_address)
-    raise ValueError(f"unknown executor {name!r}; choose local or ray")
 
 
 def run_sweep(
@@ -176,7 +70,7 @@ def run_sweep(
     started = iter(range(1, len(todo) + 1))
     on_start = lambda cell: print(f"[{next(started)}/{len(todo)}] {cell.key} ...", file=log, flush=True)  # noqa: E731
     for index, (cell, record) in enumerate(runner.map(todo, on_start), 1):
-        if _is_oom(record) and cell.recipe().batch_size > 1:
+        if record.failure == "oom" and cell.recipe().batch_size > 1:
             smaller = cell.recipe().batch_size // 2
             print(f"    out of memory: retrying once at batch size {smaller}", file=log, flush=True)
             record = runner.run(dataclasses.replace(cell, batch_size=smaller))

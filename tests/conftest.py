@@ -7,7 +7,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 # tests/ on sys.path so spawned cell processes can import tests' own backbone modules.
 sys.path.insert(0, str(ROOT / "tests"))
 

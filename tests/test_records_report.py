@@ -74,7 +74,7 @@ def test_report_counts_bad_lines_and_lists_failures(tmp_path):
     report.write_report(tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert "1 malformed line(s) in runs.jsonl skipped" in text
-    assert "## Failed or skipped cells" in text and "diverged" in text
+    assert "## Failed cells" in text and "diverged" in text
 
 
 def _with_seeds(record, accuracies):
@@ -172,3 +172,22 @@ def test_grid_wall_time_spans_first_start_to_last_end():
     expected = (max(first + pd.Timedelta(seconds=records[0].wall_seconds), second + pd.Timedelta(seconds=records[1].wall_seconds)) - min(first, second)).total_seconds() / 60
     assert report.grid_wall_minutes(frame) == pytest.approx(expected)
     assert report.grid_wall_minutes(frame) > records[1].wall_seconds / 60
+
+
+def test_records_from_before_the_failure_field_load_with_it(tmp_path):
+    import json
+
+    record = _fixture_records()[0]
+    old = {k: v for k, v in json.loads(record.to_json()).items() if k not in ("failure", "notes")}
+    lines = [
+        {**old, "status": "failed", "error": "out of memory: MemoryError: x"},
+        {**old, "status": "failed", "error": "timeout: no result after 5 s"},
+        {**old, "status": "failed", "error": "killed by signal SIGABRT"},
+        {**old, "status": "failed", "error": "diverged: the training loss became NaN"},
+        {**old, "status": "failed", "error": "RuntimeError: boom"},
+        {**old, "status": "ok", "error": "inline: no transfer head was saved, so this cell trained one first"},
+    ]
+    (tmp_path / RUNS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    loaded = read_records(tmp_path).records
+    assert [r.failure for r in loaded] == ["oom", "timeout", "signal", "diverged", "exception", ""]
+    assert loaded[-1].error == "" and loaded[-1].notes.startswith("no transfer head was saved")

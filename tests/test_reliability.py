@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bench import sweep
-from bench.cell import Cell
+from bench.grid import Cell
 from bench.records import read_records
 from conftest import ROOT, run_cli
 
@@ -54,22 +54,25 @@ def test_exception_in_a_cell_is_recorded_and_the_sweep_goes_on(fault_sweep):
     _, _, records = fault_sweep
     assert records["fault_raises"].status == "failed"
     assert "RuntimeError: injected failure in the builder" in records["fault_raises"].error
+    assert records["fault_raises"].failure == "exception"
     assert records["small_cnn"].status == "ok"
 
 
 def test_abort_is_recorded_with_its_signal(fault_sweep):
     assert fault_sweep[2]["fault_aborts"].status == "failed"
     assert "killed by signal SIGABRT" in fault_sweep[2]["fault_aborts"].error
+    assert fault_sweep[2]["fault_aborts"].failure == "signal"
 
 
 def test_hung_cell_is_killed_at_the_timeout(fault_sweep):
     record = fault_sweep[2]["fault_hangs"]
     assert record.status == "failed" and record.error.startswith("timeout: no result after 45 s")
+    assert record.failure == "timeout"
 
 
 def test_divergence_stops_the_cell(fault_sweep):
     record = fault_sweep[2]["fault_diverges"]
-    assert record.status == "failed" and record.error.startswith("diverged")
+    assert record.status == "failed" and record.error.startswith("diverged") and record.failure == "diverged"
     assert record.epochs == 1
 
 

@@ -1,8 +1,10 @@
 """pytest-benchmark suite: each backbone's inference step and each stage's training step.
 
-Run with ``pytest tests/benchmarks --benchmark-only`` (excluded from the default run).
-Inputs are the backbone's default size, batch 32, random weights: the timing, not the
-accuracy, is the point. Compare runs with ``--benchmark-autosave`` / ``--benchmark-compare``.
+Timed with ``pytest tests/benchmarks --benchmark-only --benchmark-enable`` (``tox -e bench``).
+The default suite runs each once, untimed (``--benchmark-disable``), as a smoke test of the
+steps it times: the outputs are checked either way. Inputs are the backbone's default size,
+batch 32, random weights: the timing, not the accuracy, is the point. Compare runs with
+``--benchmark-autosave`` / ``--benchmark-compare``.
 """
 
 
@@ -39,7 +41,9 @@ def test_inference_step(benchmark, name):
     images = _images()
     forward(images).numpy()  # warm-up: tracing excluded
     benchmark.extra_info["images_per_step"] = BATCH
-    benchmark.pedantic(lambda: forward(images).numpy(), rounds=5, iterations=1, warmup_rounds=1)
+    probabilities = benchmark.pedantic(lambda: forward(images).numpy(), rounds=5, iterations=1, warmup_rounds=1)
+    assert probabilities.shape == (BATCH, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name,stage", [(n, s) for n in list_backbones() for s in get_backbone(n).stages])
@@ -47,6 +51,10 @@ def test_training_step(benchmark, name, stage):
     clf = _classifier(name, stage)
     clf.model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
     images, labels = _images(), tf.one_hot(tf.range(BATCH) % 10, 10)
-    clf.model.train_on_batch(images, labels)  # warm-up: tracing excluded
+    first_loss = float(clf.model.train_on_batch(images, labels))  # warm-up: tracing excluded
     benchmark.extra_info["images_per_step"] = BATCH
-    benchmark.pedantic(lambda: clf.model.train_on_batch(images, labels), rounds=5, iterations=1, warmup_rounds=1)
+    before = [w.numpy().copy() for w in clf.model.trainable_weights]
+    loss = float(benchmark.pedantic(lambda: clf.model.train_on_batch(images, labels), rounds=5, iterations=1, warmup_rounds=1))
+    assert np.isfinite(first_loss) and np.isfinite(loss)
+    # The step trains exactly the stage's trainable part: every trainable weight moved.
+    assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, clf.model.trainable_weights))

@@ -1,0 +1,39 @@
+"""Executors: where and when cells run. ``local`` runs them here one after another; ``ray``
+(``bench.ray_executor``) makes each a Ray task. Both run a cell through ``run_isolated``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.grid import Cell
+from bench.isolation import run_isolated
+from bench.records import Record
+
+EXECUTORS = ("local", "ray")
+
+
+class LocalExecutor:
+    """Cells one after another on this machine, each in its own child process."""
+
+    def __init__(self, out_dir: Path, cache_dir: Path, timeout_seconds: float | None):
+        self.out_dir, self.cache_dir, self.timeout_seconds = out_dir, cache_dir, timeout_seconds
+
+    def run(self, cell: Cell) -> Record:
+        return run_isolated(cell, self.out_dir, self.cache_dir, self.timeout_seconds)
+
+    def map(self, cells: list[Cell], on_start=None):
+        """Yield ``(cell, record)`` as each cell finishes, in order."""
+        for cell in cells:
+            if on_start:
+                on_start(cell)
+            yield cell, self.run(cell)
+
+
+def make_executor(name: str, out_dir: Path, cache_dir: Path, timeout_seconds: float | None, ray_address: str | None = None):
+    if name == "local":
+        return LocalExecutor(out_dir, cache_dir, timeout_seconds)
+    if name == "ray":
+        from bench.ray_executor import RayExecutor
+
+        return RayExecutor(out_dir, cache_dir, timeout_seconds, ray_address)
+    raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
