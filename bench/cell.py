@@ -56,9 +56,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
             notes = "no saved transfer head: this cell trained its own first"
             _train_head(cell.counterpart(recipe.starts_from), data, clf, features_dir)
 
-    # The training path. A cache is exact for the policy's variants; a shift also needs a
-    # spatial cut (finetune's), since pooled features cannot move.
-    cached = cell.use_cache and recipe.trainable != "all" and policy.cache_variants is not None and (recipe.trainable == "top" or not recipe.shift_fraction)
+    # The training path: cached activations of the frozen part where the cache is exact.
+    cached = cell.cached()
     cache_seconds = 0.0
     if cached:
         cache_start = time.perf_counter()
@@ -114,7 +113,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     wall_seconds = time.perf_counter() - wall_start
     eval_seconds = measure_start - eval_start
     return Record(
-        **cell.identity(),
+        **cell.record_fields(),
         status="ok",
         test_accuracy=test_accuracy,
         test_loss=test_loss,

@@ -7,6 +7,7 @@ problem and the fix, the exit code is 2, and nothing is written.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shlex
@@ -40,13 +41,67 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
-    """The cells of shard ``index`` of ``count``; a finetune stays on its transfer's shard."""
-    groups: list[tuple] = []
+    """The cells of shard ``index`` of ``count``; a finetune stays on the shard of the transfer
+    cell whose head it starts from."""
+    groups: list[str] = []
     for cell in cells:
-        group = (cell.backbone, cell.image_size, cell.augment, cell.seed)
+        group = cell.head_source().key
         if group not in groups:
             groups.append(group)
-    return [c for c in cells if groups.index((c.backbone, c.image_size, c.augment, c.seed)) % count == index]
+    return [c for c in cells if groups.index(c.head_source().key) % count == index]
+
+
+def _override(text: str) -> tuple[str, object]:
+    """One ``--set FIELD=VALUE``, parsed by the recipe field's type."""
+    from bench.grid import OVERRIDABLE
+
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    structural = {"trainable", "pretrained", "resize", "starts_from", "name", "description"}
+    if not sep or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE (e.g. epochs=20), got {text!r}")
+    if name in structural:
+        raise argparse.ArgumentTypeError(f"{name} defines the stage itself and cannot be set; pick another --stage (settable: {', '.join(OVERRIDABLE)})")
+    if name not in OVERRIDABLE:
+        raise argparse.ArgumentTypeError(f"unknown recipe field {name!r}; settable: {', '.join(OVERRIDABLE)}")
+    default = getattr(STAGES["transfer"], name)
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            parsed = value.lower() in ("true", "1", "yes")
+        elif isinstance(default, int):
+            parsed = int(value)
+        elif isinstance(default, float):
+            parsed = float(value)
+        else:
+            parsed = value
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} takes a {type(default).__name__}, got {value!r}") from None
+    problem = _override_problem(name, parsed)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{name}={value}: {problem}")
+    return name, parsed
+
+
+def _override_problem(name: str, value) -> str:
+    if name == "augment":
+        return "" if value in POLICIES else f"unknown policy; choose from {', '.join(POLICIES)}"
+    if isinstance(value, bool):
+        return ""
+    if not math.isfinite(value):
+        return "must be finite"
+    if name in ("epochs", "batch_size", "unfreeze_layers") and value < 1:
+        return "must be at least 1"
+    if name == "learning_rate" and value <= 0:
+        return "must be above 0"
+    if name in ("head_dropout", "label_smoothing") and not 0 <= value < 1:
+        return "must be in [0, 1)"
+    if name == "shift_fraction" and not 0 <= value < 0.5:
+        return "must be in [0, 0.5)"
+    if value < 0:
+        return "must be 0 or more"
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", type=_shard, metavar="I/N", help="run only shard I (0-based) of N of the grid, for job arrays (e.g. $SLURM_ARRAY_TASK_ID/4); merge with `report --out DIR SHARD_DIR...`")
     run.add_argument("--precision", choices=["float32", "mixed"], default="float32", help="mixed: bfloat16 compute on CPU, float16 on GPU (default float32)")
     run.add_argument("--jit-compile", action="store_true", help="XLA-compile training and inference")
+    run.add_argument(
+        "--set",
+        nargs="+",
+        type=_override,
+        metavar="FIELD=VALUE",
+        help="recipe overrides for every stage of the run that has the field, e.g. --set epochs=20 head_units=1024 "
+        "(learning_rate, weight_decay, warmup_epochs, label_smoothing, head_units, head_dropout, shift_fraction, tta_flip, epochs, batch_size, unfreeze_layers, augment)",
+    )
 
     compare = commands.add_parser("compare", help="per-cell deltas between two runs, regressions flagged beyond the noise", description="Compare two output folders (or runs.jsonl files) cell by cell: accuracy, inference throughput, peak memory. A regression is flagged only outside the noise.")
     compare.add_argument("old", type=Path, metavar="OLD", help="baseline output folder or runs.jsonl")
@@ -156,10 +219,40 @@ def _preflight_weights(spec, weights: str, image_size: int) -> None:
         raise UsageError(f"weights file {weights} does not fit {spec.name} ({first}); pass that backbone's own weights or --weights none") from None
 
 
+# Dedicated flags and the recipe fields they set: giving both is a contradiction.
+_FLAG_FIELDS = {"epochs": "epochs", "batch_size": "batch_size", "unfreeze_layers": "unfreeze_layers", "augment": "augment"}
+
+
+def _requested(args) -> tuple[dict, tuple]:
+    """(the cell fields the flags and ``--set`` ask for, the remaining recipe overrides)."""
+    overrides = {}
+    for name, value in args.set or []:
+        if name in overrides and overrides[name] != value:
+            raise UsageError(f"--set {name} given twice ({overrides[name]} and {value}); keep one")
+        overrides[name] = value
+    for flag, field in _FLAG_FIELDS.items():
+        if getattr(args, flag) is not None and field in overrides:
+            raise UsageError(f"--{flag.replace('_', '-')} and --set {field}= both set {field}; keep one of them")
+    requested = {
+        "epochs": args.epochs or overrides.pop("epochs", None),
+        "batch_size": args.batch_size or overrides.pop("batch_size", None),
+        "unfreeze_layers": args.unfreeze_layers or overrides.pop("unfreeze_layers", None),
+        "policies": args.augment or ([overrides.pop("augment")] if "augment" in overrides else None),
+    }
+    return requested, tuple(sorted(overrides.items()))
+
+
 def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
-    """The cells a ``run`` command asks for, in run order, and notes on weight fallbacks."""
+    """The cells a ``run`` command asks for, in run order, and notes on settings and weights.
+
+    Each cell's identity holds the settings that apply to it; a setting that applies to no
+    cell of the run is refused, one that applies to some only is noted once.
+    """
+    from bench.grid import dataset_fingerprint, weights_fingerprint
+
     names = list_backbones() if args.all else args.backbone
     specs = [get_backbone(name) for name in names]
+    requested, overrides = _requested(args)
     # Synthetic images are not natural ones: pretrained weights buy nothing there.
     weights_option = args.weights or ("none" if args.data == "synthetic" else "imagenet")
     if weights_option not in ("imagenet", "none") and Path(weights_option).is_file() and len(specs) > 1:
@@ -168,6 +261,7 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
     if min(args.seeds) < (1 if len(args.seeds) == 1 else 0):
         raise UsageError(f"--seeds takes a count of at least 1 or a list of seeds of 0 or more, got {' '.join(map(str, args.seeds))}")
     seeds = range(args.seed, args.seed + args.seeds[0]) if len(args.seeds) == 1 else sorted(set(args.seeds))
+    dataset_id = dataset_fingerprint(args.data)
     for spec in specs:
         stages = args.stage or list(spec.stages)
         unsupported = [s for s in stages if s not in spec.stages]
@@ -187,7 +281,7 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
                 _preflight_weights(spec, weights, sizes[0])
                 checked.add((spec.name, weights))
             for size in sizes:
-                for policy in args.augment or [stage.augment]:
+                for policy in requested["policies"] or [stage.augment]:
                     for seed in seeds:
                         cells.append(
                             Cell(
@@ -199,13 +293,16 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
                                 data=args.data,
                                 profile=args.profile,
                                 weights=weights,
-                                epochs=args.epochs,
-                                batch_size=args.batch_size,
-                                unfreeze_layers=args.unfreeze_layers,
+                                epochs=requested["epochs"],
+                                batch_size=requested["batch_size"],
+                                unfreeze_layers=requested["unfreeze_layers"],
                                 use_cache=not args.no_cache,
                                 val_fraction=args.val_fraction,
                                 precision=args.precision,
                                 jit_compile=args.jit_compile,
+                                overrides=overrides,
+                                dataset_id=dataset_id,
+                                weights_id=weights_fingerprint(weights),
                                 cpus=args.cpus_per_cell,
                                 gpus=args.gpus_per_cell,
                             )
@@ -213,7 +310,34 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
     # STAGES lists transfer before finetune, which starts from its transfer's saved head.
     order = {name: i for i, name in enumerate(STAGES)}
     cells.sort(key=lambda c: (names.index(c.backbone), order[c.stage]))
-    return cells, notes
+    return cells, notes + _scope_notes(args, cells, requested)
+
+
+def _scope_notes(args, cells: list[Cell], requested: dict) -> list[str]:
+    """One note per setting that applies to some cells only; a setting that applies to none is refused."""
+    resized = [c for c in cells if STAGES[c.stage].resize]
+    pretrained = [c for c in cells if STAGES[c.stage].pretrained]
+    top = [c for c in cells if STAGES[c.stage].trainable == "top"]
+    frozen = [c for c in cells if STAGES[c.stage].trainable != "all"]
+    scopes = [
+        ("--image-size", args.image_size, resized, "the stages that resize (transfer, finetune); the others run at the data's native size"),
+        ("--weights", args.weights, pretrained, "the pretrained stages (transfer, finetune); the others train from scratch"),
+        ("--unfreeze-layers / --set unfreeze_layers", requested["unfreeze_layers"], top, "finetune"),
+        ("--no-cache", args.no_cache or None, frozen, "the stages with a frozen part (transfer, finetune); the others always train end to end"),
+    ]
+    notes = []
+    for flag, value, applies, where in scopes:
+        if value is None or not cells:
+            continue
+        if not applies:
+            raise UsageError(f"{flag} applies to no cell of this run (it changes {where}); drop it or add such a stage")
+        if len(applies) < len(cells):
+            notes.append(f"{flag} applies to {len(applies)} of {len(cells)} cells: {where}")
+    if requested["epochs"]:
+        capped = sorted({c.recipe().epochs for c in cells if c.recipe().epochs < requested["epochs"]})
+        if capped:
+            notes.append(f"--epochs {requested['epochs']} is capped at {capped[0]} by --profile {args.profile}; cells run (and are keyed by) {capped[0]}")
+    return notes
 
 
 def _check_out_dir(out: Path) -> None:
@@ -304,7 +428,7 @@ def cmd_compare(args) -> int:
             raise UsageError(f"{path} does not exist; pass two output folders or runs.jsonl files")
     comparison = compare(args.old, args.new, args.fail_threshold, args.accuracy_threshold)
     print(report.render_comparison(comparison))
-    return 1 if args.fail_on_regression and comparison.regressions else 0
+    return 1 if args.fail_on_regression and comparison.failures else 0
 
 
 def cmd_perf(args) -> int:

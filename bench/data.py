@@ -268,3 +268,19 @@ def prepare(raw: RawData, seed: int, val_fraction: float = 0.1, train_images: in
         x_test, y_test = x_test[keep], y_test[keep]
     train_index, val_index = split_validation(y_train, val_fraction, seed)
     return Dataset(raw.name, raw.class_names, x_train, y_train, train_index, val_index, x_test, y_test)
+
+
+def content_fingerprint(root: Path) -> str:
+    """A hash of an image folder's content: every file's path relative to ``root`` and its bytes.
+
+    The folder's own name and location are left out, so a renamed or moved copy has the same
+    fingerprint, and a changed, added or removed image gives another.
+    """
+    digest = hashlib.sha256()
+    root = Path(root).resolve()
+    for split in ("train", "test"):
+        for file in sorted((root / split).rglob("*")):
+            if file.is_file():
+                digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0".encode())
+                digest.update(file.read_bytes())
+    return "sha256:" + digest.hexdigest()[:16]

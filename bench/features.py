@@ -33,19 +33,6 @@ def fingerprint(*parts) -> str:
     return digest.hexdigest()[:20]
 
 
-def weights_identity(cell: Cell):
-    if cell.weights in ("none", "imagenet"):
-        # Random initial weights differ per seed; the features they give do too.
-        return (cell.weights, cell.seed if cell.weights == "none" else None)
-    # The file's content, not its path or timestamp: a copy, a re-mount or a `touch` of the
-    # same weights keeps its cache; hashing costs well under a second even for ResNet50's.
-    digest = hashlib.sha256()
-    with open(cell.weights, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return ("sha256", digest.hexdigest())
-
-
 class FeatureCache:
     """Activations of a frozen ``prefix``, computed once per distinct input array.
 
@@ -53,9 +40,10 @@ class FeatureCache:
     (what this cell trains on) and saves the others as well, so one pass through a backbone
     serves every stage that cuts it at one of those places (``transfer`` stores the
     activations at ``finetune``'s cut as it computes its pooled features). Entries are keyed by
-    backbone, weights, image size, cut and the input array's content, so a cached array is
-    only ever reused for exactly the computation that produced it (a mirrored copy of the
-    images is a different array, hence a different entry).
+    the cell's ``activation_identity()`` (backbone, weights content, image size, precision),
+    the cut and the input array's content, so a cached array is only ever reused for exactly
+    the computation that produced it (a mirrored copy of the images is a different array,
+    hence a different entry).
     """
 
     def __init__(self, cell: Cell, prefix, cut_names: tuple[str, ...], folder: Path):
@@ -63,7 +51,7 @@ class FeatureCache:
 
         self.prefix = prefix
         self.cut_names = tuple(cut_names)
-        self.base_key = (cell.backbone, weights_identity(cell), cell.image_size)
+        self.base_key = tuple(sorted(cell.activation_identity().items()))
         self.folder = Path(folder)
         # One trace for every array this cache extracts.
         self.forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)

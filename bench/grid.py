@@ -1,21 +1,72 @@
 """The grid cell: what one run of a (backbone, stage, size, policy, seed) is, and its identity.
 
-A ``Cell`` is data: the settings a user asked for. ``recipe()`` resolves them against the
-stage, the backbone and the profile into what will run. The key names the cell in records,
-file names and ``--resume``. Nothing here imports Keras: the parent process and the
-spawned cell process both import this module before TensorFlow may load.
+A ``Cell`` holds the settings a user asked for; ``recipe()`` resolves them against the
+stage, the backbone and the profile into what will run. ``identity()`` is the one
+definition of what makes two cells different: every setting that can change a number,
+resolved to the value that will run (``IDENTITY_FIELDS``). The key, ``--resume``, report
+grouping, ``compare`` matching, shards, the head a finetune starts from and the activation
+cache all derive from it. Nothing here imports Keras.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
+import json
 from pathlib import Path
 
 from bench.records import Record
 from bench.stages import PROFILES, STAGES, Stage, unfreeze_layers
 
 ARTIFACTS_DIR = "artifacts"
+
+# Every setting that can change a number, each resolved to what will run.
+IDENTITY_FIELDS = (
+    "backbone",
+    "stage",
+    "image_size",
+    "augment",
+    "seed",
+    "profile",
+    "epochs",  # after the profile's cap
+    "batch_size",  # as planned (a retry after running out of memory is recorded beside it)
+    "unfreeze_layers",  # finetune only
+    "precision",
+    "jit_compile",
+    "path",  # cached or uncached training
+    "val_fraction",
+    "overrides",  # recipe fields set with --set, as sorted (field, value) pairs
+    "dataset_id",  # the data's content
+    "weights_id",  # the weights' content
+)
+# Fields of a ``Cell`` that are not themselves in the identity, and why.
+EXEMPT_FIELDS = {
+    "data": "where the images are read from; their content is dataset_id",
+    "weights": "where the weights are read from; their content is weights_id",
+    "use_cache": "a request; the path it resolves to is in the identity",
+    "retry_batch_size": "decided while the cell runs (out-of-memory retry); recorded beside the identity",
+    "cpus": "resources a Ray task reserves",
+    "gpus": "resources a Ray task reserves",
+}
+# Recipe fields ``--set`` may change. Structural ones (trainable, pretrained, resize,
+# starts_from) define the stage itself and are refused; a few have a Cell field of their own.
+OVERRIDABLE = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "warmup_epochs",
+    "label_smoothing",
+    "head_units",
+    "head_dropout",
+    "unfreeze_layers",
+    "shift_fraction",
+    "augment",
+    "tta_flip",
+)
+# What determines a cached activation, besides the input images and the cut.
+ACTIVATION_FIELDS = ("backbone", "weights_id", "image_size", "precision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,52 +88,101 @@ class Cell:
     val_fraction: float = 0.1
     precision: str = "float32"  # float32 | mixed (bfloat16 on CPU, float16 on GPU)
     jit_compile: bool = False  # XLA-compile training and inference
+    overrides: tuple = ()  # (recipe field, value) pairs from --set, sorted
+    dataset_id: str = ""  # content fingerprint; computed from ``data`` when empty
+    weights_id: str = ""  # content fingerprint; computed from ``weights`` when empty
+    retry_batch_size: int | None = None  # the batch size of an out-of-memory retry
     cpus: float = 1  # resources a distributed executor reserves for the cell
     gpus: float = 0
 
     @property
     def dataset_label(self) -> str:
-        return self.data if self.data in ("cifar10", "synthetic") else Path(self.data).name
+        """The data's readable name (display only): only Keras's own CIFAR-10 is ``cifar10``."""
+        return dataset_label(self.data)
+
+    def recipe(self) -> Stage:
+        """The stage with the backbone's setting, this cell's overrides and its profile applied."""
+        from backbones import get_backbone
+
+        stage = dataclasses.replace(STAGES[self.stage], **dict(self.overrides))
+        epochs = self.epochs or stage.epochs
+        cap = PROFILES[self.profile].max_epochs
+        return dataclasses.replace(
+            stage,
+            epochs=min(epochs, cap) if cap else epochs,
+            batch_size=self.retry_batch_size or self.batch_size or stage.batch_size,
+            unfreeze_layers=unfreeze_layers(stage, get_backbone(self.backbone).unfreeze_layers, self.unfreeze_layers),
+        )
+
+    def cached(self) -> bool:
+        """Whether the cell trains on cached activations of its frozen part.
+
+        A cache is exact only for a policy's deterministic variants, and a shift needs a
+        spatial cut (finetune's): pooled features cannot move.
+        """
+        from bench.augment import get_policy
+
+        recipe = self.recipe()
+        exact = get_policy(self.augment).cache_variants is not None
+        return self.use_cache and recipe.trainable != "all" and exact and (recipe.trainable == "top" or not recipe.shift_fraction)
+
+    def identity(self) -> dict:
+        """Every setting that can change this cell's numbers, as it will run (``IDENTITY_FIELDS``)."""
+        recipe = dataclasses.replace(self, retry_batch_size=None).recipe()
+        return {
+            "backbone": self.backbone,
+            "stage": self.stage,
+            "image_size": self.image_size,
+            "augment": self.augment,
+            "seed": self.seed,
+            "profile": self.profile,
+            "epochs": recipe.epochs,
+            "batch_size": recipe.batch_size,
+            "unfreeze_layers": recipe.unfreeze_layers if recipe.trainable == "top" else None,
+            "precision": self.precision,
+            "jit_compile": self.jit_compile,
+            "path": "cached" if self.cached() else "uncached",
+            "val_fraction": self.val_fraction,
+            "overrides": [list(pair) for pair in self.overrides],
+            "dataset_id": self.dataset_id or dataset_fingerprint(self.data),
+            "weights_id": self.weights_id or weights_fingerprint(self.weights),
+        }
+
+    @property
+    def key(self) -> str:
+        """Readable where it can be, unique always: the identity's digest ends it."""
+        readable = f"{self.backbone}/{self.stage}/{self.image_size}px/{self.augment}/seed{self.seed}/{self.dataset_label}/{self.profile}"
+        return f"{readable}/{digest(self.identity())}"
 
     @property
     def file_stem(self) -> str:
         """The key as one file name, for the cell's log and artifacts."""
         return self.key.replace("/", "__")
 
-    @property
-    def key(self) -> str:
-        key = f"{self.backbone}/{self.stage}/{self.image_size}px/{self.augment}/seed{self.seed}/{self.dataset_label}/{self.profile}"
-        # Options that change the numbers extend the key only when set, so default keys stay stable.
-        if self.epochs:
-            key += f"/epochs{self.epochs}"
-        if self.unfreeze_layers is not None and self.stage == "finetune":
-            key += f"/unfreeze{self.unfreeze_layers}"
-        return key + ("/mixed" if self.precision == "mixed" else "") + ("/xla" if self.jit_compile else "")
-
-    def recipe(self) -> Stage:
-        """The stage with the backbone's setting, this cell's overrides and its profile applied."""
-        from backbones import get_backbone
-
-        stage = STAGES[self.stage]
-        epochs = self.epochs or stage.epochs
-        cap = PROFILES[self.profile].max_epochs
-        return dataclasses.replace(
-            stage,
-            epochs=min(epochs, cap) if cap else epochs,
-            batch_size=self.batch_size or stage.batch_size,
-            unfreeze_layers=unfreeze_layers(stage, get_backbone(self.backbone).unfreeze_layers, self.unfreeze_layers),
-        )
-
     def counterpart(self, stage: str) -> Cell:
-        """The same cell in another stage, with that stage's own epochs, batch size and depth."""
-        return dataclasses.replace(self, stage=stage, epochs=None, batch_size=None, unfreeze_layers=None)
+        """The same request in another stage (its identity then resolves to that stage's recipe)."""
+        return dataclasses.replace(self, stage=stage, retry_batch_size=None)
+
+    def head_source(self) -> Cell:
+        """The cell whose trained head this one starts from (itself where it starts from none)."""
+        starts_from = STAGES[self.stage].starts_from
+        return self.counterpart(starts_from) if starts_from else self
 
     def head_artifact(self, out_dir: Path) -> Path:
-        """Where the trained head of this cell's ``transfer`` counterpart lives."""
-        return Path(out_dir) / ARTIFACTS_DIR / (self.counterpart("transfer").file_stem + ".head.weights.h5")
+        """Where the head that ``head_source()`` trains is saved."""
+        return Path(out_dir) / ARTIFACTS_DIR / (self.head_source().file_stem + ".head.weights.h5")
 
-    def identity(self) -> dict:
-        """The record fields that name this cell."""
+    def activation_identity(self) -> dict:
+        """What determines this cell's cached activations, besides input and cut (``ACTIVATION_FIELDS``)."""
+        identity = self.identity()
+        key = {name: identity[name] for name in ACTIVATION_FIELDS}
+        if identity["weights_id"] == "none":
+            # Random initial weights differ per seed; the activations they give do too.
+            key["seed"] = self.seed
+        return key
+
+    def record_fields(self) -> dict:
+        """The record fields that name this cell: its identity, and the readable columns."""
         return {
             "key": self.key,
             "backbone": self.backbone,
@@ -93,10 +193,60 @@ class Cell:
             "dataset": self.dataset_label,
             "profile": self.profile,
             "weights": self.weights,
+            "identity": self.identity(),
         }
+
+
+def digest(value) -> str:
+    """A short stable hash of a JSON-able value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def group_identity(identity: dict) -> dict:
+    """An identity without its seed: the configuration whose seeds are averaged together."""
+    return {k: v for k, v in identity.items() if k != "seed"}
+
+
+def dataset_label(source: str) -> str:
+    if source in ("cifar10", "synthetic"):
+        return source
+    name = Path(source).resolve().name or str(Path(source).resolve())
+    # A folder is never mistaken for Keras's own CIFAR-10 (or the synthetic set).
+    return f"folder:{name}" if name in ("cifar10", "synthetic") else name
+
+
+_FINGERPRINTS: dict = {}
+
+
+def dataset_fingerprint(source: str) -> str:
+    """The data's content: Keras's CIFAR-10 (hash-checked by Keras), the synthetic set, or a
+    folder's relative file paths and bytes, so a renamed copy keeps its identity."""
+    from bench.data import content_fingerprint
+
+    if source in ("cifar10", "synthetic"):
+        return source
+    key = ("data", str(Path(source).resolve()))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = content_fingerprint(Path(source))
+    return _FINGERPRINTS[key]
+
+
+def weights_fingerprint(weights: str) -> str:
+    """``none``, ``imagenet`` (Keras checks those files' hashes), or a weights file's content hash."""
+    if weights in ("none", "imagenet"):
+        return weights
+    key = ("weights", str(Path(weights).resolve()))
+    if key not in _FINGERPRINTS:
+        # The content, not the path or timestamp: a copy, a re-mount or a `touch` keeps it.
+        sha = hashlib.sha256()
+        with open(weights, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                sha.update(block)
+        _FINGERPRINTS[key] = "sha256:" + sha.hexdigest()[:16]
+    return _FINGERPRINTS[key]
 
 
 def failed_record(cell: Cell, failure: str, error: str, **extra) -> Record:
     """A ``failed`` record of ``cell``; ``failure`` is one of ``records.FAILURES``."""
     extra.setdefault("started_at", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    return Record(**cell.identity(), status="failed", failure=failure, error=error, **extra)
+    return Record(**cell.record_fields(), status="failed", failure=failure, error=error, **extra)

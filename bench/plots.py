@@ -84,9 +84,11 @@ def training_curves(frame: pd.DataFrame, path: Path) -> Path:
 
 def accuracy_vs_size(summary: pd.DataFrame, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for (backbone, stage, augment), group in summary.groupby(["backbone", "stage", "augment"]):
+    # One line per configuration apart from its size: other settings never share a line.
+    columns = ["backbone", "stage", "augment", *(["settings"] if "settings" in summary else [])]
+    for keys, group in summary.groupby(columns):
         group = group.sort_values("image_size")
-        axis.plot(group["image_size"], 100 * group["test_accuracy"], marker="o", label=f"{backbone} {stage} {augment}")
+        axis.plot(group["image_size"], 100 * group["test_accuracy"], marker="o", label=" ".join(str(k) for k in keys if k))
     axis.set_xlabel("input size (px)")
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("Accuracy against input size")

@@ -29,10 +29,13 @@ class Record:
     image_size: int
     augment: str
     seed: int
-    dataset: str
+    dataset: str  # readable label, for display
     profile: str
     # outcome
     status: str  # ok | failed
+    # Every setting that can change a number, as planned (``bench.grid.IDENTITY_FIELDS``); seeds
+    # of one configuration are those whose identities differ in the seed alone.
+    identity: dict = dataclasses.field(default_factory=dict)
     failure: str = ""  # for a failed record, one of FAILURES
     error: str = ""  # for a failed record, what went wrong (the message and the last traceback lines)
     notes: str = ""  # remarks on an ok record, e.g. that a finetune cell trained its own head
@@ -43,8 +46,8 @@ class Record:
     val_loss: float | None = None
     train_accuracy: float | None = None
     # recipe actually run
-    epochs: int | None = None
-    batch_size: int | None = None
+    epochs: int | None = None  # epochs trained (fewer than planned if training diverged)
+    batch_size: int | None = None  # the batch size used (half the planned one after an out-of-memory retry)
     learning_rate: float | None = None
     unfreeze_layers: int | None = None
     weights: str = "none"  # imagenet | a file path | none
@@ -112,15 +115,44 @@ _LEGACY_FAILURE_PREFIXES = (("out of memory", "oom"), ("timeout", "timeout"), ("
 
 def _upgrade(data: dict) -> dict:
     """Fields of a record written by an older version, mapped onto today's."""
-    if "failure" in data:
-        return data
     data = dict(data)
-    error = data.get("error") or ""
-    if data.get("status") == "failed":
-        data["failure"] = next((kind for prefix, kind in _LEGACY_FAILURE_PREFIXES if error.startswith(prefix)), "exception")
-    elif error.startswith("inline: "):
-        data["notes"], data["error"] = error.removeprefix("inline: "), ""
+    if "failure" not in data:
+        error = data.get("error") or ""
+        if data.get("status") == "failed":
+            data["failure"] = next((kind for prefix, kind in _LEGACY_FAILURE_PREFIXES if error.startswith(prefix)), "exception")
+        elif error.startswith("inline: "):
+            data["notes"], data["error"] = error.removeprefix("inline: "), ""
+    if not data.get("identity"):
+        data["identity"] = _legacy_identity(data)
     return data
+
+
+def _legacy_identity(data: dict) -> dict:
+    """The identity of a record written before records carried one, from what it did record.
+
+    Its readable labels stand in for content fingerprints, and what ran for what was planned
+    (the two differ only for a diverged or retried cell); it left the validation fraction at
+    its default and had no recipe overrides.
+    """
+    precision = data.get("precision") or "float32"
+    return {
+        "backbone": data.get("backbone"),
+        "stage": data.get("stage"),
+        "image_size": data.get("image_size"),
+        "augment": data.get("augment"),
+        "seed": data.get("seed"),
+        "profile": data.get("profile"),
+        "epochs": data.get("epochs"),
+        "batch_size": data.get("batch_size"),
+        "unfreeze_layers": data.get("unfreeze_layers"),
+        "precision": "float32" if precision == "float32" else "mixed",
+        "jit_compile": bool(data.get("jit_compile")),
+        "path": data.get("path"),
+        "val_fraction": 0.1,
+        "overrides": [],
+        "dataset_id": f"label:{data.get('dataset')}",
+        "weights_id": f"label:{data.get('weights')}",
+    }
 
 
 def append_record(out_dir: Path, record: Record) -> None:

@@ -44,10 +44,50 @@ def _weights_cell(row) -> str:
     return row.weights + (" (random init, not pretrained)" if row.weights == "none" and row.stage != "baseline" else "")
 
 
+def settings(row) -> str:
+    """How a configuration differs from its stage's defaults beyond the table's own columns."""
+    import json
+
+    from bench.stages import STAGES
+
+    parts = []
+    if row.batch_size is not None and not pd.isna(row.batch_size) and row.stage in STAGES and int(row.batch_size) != STAGES[row.stage].batch_size:
+        parts.append(f"batch {int(row.batch_size)}")
+    if row.batch_size_used is not None and not pd.isna(row.batch_size_used) and row.batch_size_used != row.batch_size:
+        parts.append(f"batch {int(row.batch_size_used)} after an out-of-memory retry")
+    if row.precision == "mixed":
+        parts.append("mixed precision")
+    if row.jit_compile:
+        parts.append("XLA")
+    if row.val_fraction is not None and not pd.isna(row.val_fraction) and row.val_fraction != 0.1:
+        parts.append(f"validation {row.val_fraction:g}")
+    parts += [f"{name}={value}" for name, value in json.loads(row.overrides or "[]")]
+    return ", ".join(parts)
+
+
+def _settings_column(summary: pd.DataFrame) -> list[str] | None:
+    """Each row's settings, or ``None`` where every row runs its stage's defaults (no column)."""
+    values = [settings(row) for row in summary.itertuples()]
+    return values if any(values) else None
+
+
+def distinguish_labels(summary: pd.DataFrame) -> pd.DataFrame:
+    """Dataset and weights labels, extended by their content id where one label covers several contents."""
+    summary = summary.copy()
+    for label, content in (("dataset", "dataset_id"), ("weights", "weights_id")):
+        if summary.empty or content not in summary:
+            continue
+        ids = summary.groupby(label)[content].nunique()
+        ambiguous = summary[label].isin(ids[ids > 1].index)
+        summary.loc[ambiguous, label] = summary.loc[ambiguous, label] + " (" + summary.loc[ambiguous, content].astype(str) + ")"
+    return summary
+
+
 def accuracy_table(summary: pd.DataFrame) -> str:
     """Backbones x stages, test accuracy, with the write-up's number for each stage."""
     rows = []
-    for row in summary.itertuples():
+    extra = _settings_column(summary)
+    for index, row in enumerate(summary.itertuples()):
         rows.append(
             {
                 "backbone": row.backbone,
@@ -55,6 +95,7 @@ def accuracy_table(summary: pd.DataFrame) -> str:
                 "weights": _weights_cell(row),
                 "size px": row.image_size,
                 "augment": row.augment,
+                **({"settings": extra[index]} if extra else {}),
                 "test accuracy": _accuracy_cell(row) + (" (tied best)" if row.tied_best and len(summary[summary.stage == row.stage]) > 1 else ""),
                 "val accuracy": _pct(row.val_accuracy),
                 "write-up": _pct(row.writeup_accuracy),
@@ -75,12 +116,14 @@ def _spread(row) -> str:
 
 def cost_table(summary: pd.DataFrame) -> str:
     rows = []
-    for row in summary.itertuples():
+    extra = _settings_column(summary)
+    for index, row in enumerate(summary.itertuples()):
         rows.append(
             {
                 "backbone": row.backbone,
                 "stage": row.stage,
                 "size px": row.image_size,
+                **({"settings": extra[index]} if extra else {}),
                 "train s": _number(row.train_seconds),
                 "overhead %": _number(100 * row.overhead_seconds / row.wall_seconds if row.wall_seconds else None, 1),
                 "cache s": _number(row.cache_seconds),
@@ -122,10 +165,20 @@ def axes_tables(summary: pd.DataFrame) -> str:
         combos = group[["augment", "image_size"]].drop_duplicates()
         if len(combos) < 2:
             continue
-        pivot = group.pivot_table(index="stage", columns=["augment", "image_size"], values="test_accuracy", aggfunc="mean")
+        # One row per stage and configuration: different settings are never averaged together.
+        varying = [c for c in ("weights", "dataset", "profile", "epochs") if group[c].nunique() > 1]
+        labels = []
+        for row in group.itertuples():
+            extra = ", ".join(part for part in [settings(row), *(f"{c} {getattr(row, c)}" for c in varying)] if part)
+            labels.append(row.stage + (f" ({extra})" if extra else ""))
+        group = group.assign(_row=labels)
+        clash = group.duplicated(["_row", "augment", "image_size"], keep=False)
+        group.loc[clash, "_row"] = group.loc[clash, "_row"] + " [" + group.loc[clash, "group"] + "]"
+        pivot = group.pivot_table(index="_row", columns=["augment", "image_size"], values="test_accuracy", aggfunc="first")
+        order = dict(zip(group["_row"], group["stage"]))
         rows = []
-        for stage in sorted(pivot.index, key=lambda s: STAGE_ORDER.get(s, 9)):
-            rows.append({"stage": stage, **{f"{aug} @ {size} px": _pct(pivot.at[stage, (aug, size)]) for aug, size in pivot.columns}})
+        for label in sorted(pivot.index, key=lambda r: (STAGE_ORDER.get(order[r], 9), r)):
+            rows.append({"stage": label, **{f"{aug} @ {size} px": _pct(pivot.at[label, (aug, size)]) for aug, size in pivot.columns}})
         parts.append(f"### {backbone}\n\n{_table(rows)}")
     return "\n\n".join(parts)
 
@@ -133,13 +186,14 @@ def axes_tables(summary: pd.DataFrame) -> str:
 def headline_table(summary: pd.DataFrame) -> str:
     """The few columns a reader compares first: accuracy against the write-up, then cost."""
     rows = []
-    for row in summary.itertuples():
+    extra = _settings_column(summary)
+    for index, row in enumerate(summary.itertuples()):
         stage = {"transfer": "transfer (frozen)", "finetune": f"finetune ({_number(row.unfreeze_layers)} layers)"}.get(row.stage, row.stage)
         weights = _weights_cell(row)
         rows.append(
             {
                 "backbone": f"`{row.backbone}`",
-                "stage": f"{stage}, {row.image_size} px",
+                "stage": f"{stage}, {row.image_size} px" + (f" ({extra[index]})" if extra and extra[index] else ""),
                 # Bold where the row is not what its stage promises (random init, not pretrained).
                 "weights": weights if weights == row.weights else f"**{weights}**",
                 "test accuracy": _accuracy_cell(row),
@@ -291,10 +345,12 @@ def render_comparison(comparison) -> str:
             }
         )
     lines += [_table(rows), ""]
-    for label, cells in (("only in OLD", comparison.only_old), ("only in NEW", comparison.only_new)):
+    for label, cells in (("failed in NEW (ok in OLD)", comparison.failed_new), ("only in OLD", comparison.only_old), ("only in NEW", comparison.only_new)):
         if cells:
             lines.append(f"- {label}: {', '.join(cells)}")
     lines.append(f"- {len(comparison.regressions)} regression(s) beyond the noise in {len(comparison.deltas)} matched cell(s)")
+    # The last line says whether NEW passes, and if not, why and how many.
+    lines.append("- FAIL: " + "; ".join(comparison.failures) if comparison.failures else "- PASS: every cell of OLD matched, ran ok and held within the noise")
     return "\n".join(lines)
 
 
@@ -320,7 +376,9 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     out_dir = Path(out_dir)
     records, bad = load([out_dir, *extra_inputs])
     frame = records_frame(records)
-    summary = summarize(frame)
+    summary = distinguish_labels(summarize(frame))
+    if not summary.empty:
+        summary["settings"] = [settings(row) for row in summary.itertuples()]
     written = []
     summary_csv = out_dir / "summary.csv"
     summary.to_csv(summary_csv, index=False, float_format="%.6g")

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.grid import digest, group_identity
 from bench.records import RECORD_FIELDS, Record, latest_by_key, read_records
 
 # The write-up's test accuracy per stage (../shared/seed): the numbers to beat.
 WRITEUP_ACCURACY = {"baseline": 0.700, "transfer": 0.797, "finetune": 0.838}
-GROUP_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights", "dataset", "profile"]
+# Readable columns of a configuration; what groups records is the whole identity but the seed.
+LABEL_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights", "dataset", "profile"]
+# Identity fields beyond the labels, carried into the summary so a report can show how rows differ.
+SETTING_COLUMNS = ["batch_size", "precision", "jit_compile", "val_fraction", "overrides", "dataset_id", "weights_id"]
 STAGE_ORDER = {"baseline": 0, "transfer": 1, "finetune": 2}
 # Student t 0.975 quantiles by degrees of freedom, for 95 % intervals over a few seeds.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -24,8 +28,13 @@ def t_quantile_975(dof: int) -> float:
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
+    """One row per record; ``group`` names its configuration (its identity without the seed)."""
     frame = pd.DataFrame([dataclasses.asdict(r) for r in records], columns=list(RECORD_FIELDS))
     frame["weights"] = frame["weights"].map(weights_label)
+    frame["group"] = [digest(group_identity(r.identity)) for r in records]
+    frame["batch_size_used"] = frame["batch_size"]
+    for column in SETTING_COLUMNS:
+        frame[f"planned_{column}"] = [r.identity.get(column) for r in records]
     return frame
 
 
@@ -35,27 +44,32 @@ def weights_label(weights: str) -> str:
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell group (all seeds of one configuration), ok records only.
+    """One row per configuration (records whose identities differ in the seed alone), ok records only.
 
     Accuracy: mean, standard deviation, 95 % Student-t interval. Cost: medians (with min and
     max for throughput and latency), since timing noise is one-sided.
     """
     ok = frame[frame["status"] == "ok"]
     rows = []
-    for keys, group in ok.groupby(GROUP_COLUMNS, sort=False):
+    for group_id, group in ok.groupby("group", sort=False):
         n = len(group)
         accuracy = group["test_accuracy"]
         std = float(accuracy.std(ddof=1)) if n > 1 else 0.0
         half_width = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
+        first = group.iloc[0]
         rows.append(
             {
-                **dict(zip(GROUP_COLUMNS, keys)),
+                **{column: first[column] for column in LABEL_COLUMNS},
+                "group": group_id,
+                **{column: _setting(first[f"planned_{column}"]) for column in SETTING_COLUMNS},
+                # Below the planned size where a cell was retried after running out of memory.
+                "batch_size_used": int(group["batch_size_used"].min()) if group["batch_size_used"].notna().any() else None,
                 "seeds": n,
                 "test_accuracy": float(accuracy.mean()),
                 "test_accuracy_std": std,
                 "test_accuracy_ci95": half_width,
                 "val_accuracy": float(group["val_accuracy"].mean()),
-                "writeup_accuracy": WRITEUP_ACCURACY.get(keys[1]),
+                "writeup_accuracy": WRITEUP_ACCURACY.get(first["stage"]),
                 "path": ",".join(sorted(set(group["path"]))),
                 "epochs": int(group["epochs"].median()),
                 "unfreeze_layers": group["unfreeze_layers"].iloc[0],
@@ -85,7 +99,14 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
         return summary
     summary["tied_best"] = _tied_with_best(summary)
     order = summary["stage"].map(STAGE_ORDER).fillna(9)
-    return summary.assign(_order=order).sort_values(["backbone", "_order", "image_size", "augment"]).drop(columns="_order").reset_index(drop=True)
+    return summary.assign(_order=order).sort_values(["backbone", "_order", "image_size", "augment"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def _setting(value):
+    """An identity value as one summary cell (lists, e.g. overrides, as compact JSON)."""
+    import json
+
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else value
 
 
 def _tied_with_best(summary: pd.DataFrame) -> pd.Series:

@@ -73,7 +73,7 @@ def run_sweep(
         if record.failure == "oom" and cell.recipe().batch_size > 1:
             smaller = cell.recipe().batch_size // 2
             print(f"    out of memory: retrying once at batch size {smaller}", file=log, flush=True)
-            record = runner.run(dataclasses.replace(cell, batch_size=smaller))
+            record = runner.run(dataclasses.replace(cell, retry_batch_size=smaller))
         record = dataclasses.replace(record, command=command)
         try:
             append_record(out_dir, record)

@@ -7,7 +7,6 @@ import pytest
 from bench import augment
 from bench.augment import POLICIES, get_policy
 from bench.cell import run_cell
-from bench.features import weights_identity
 from bench.grid import Cell
 from bench.models import prefix_suffix
 from bench.training import image_epochs, shift_maps, variant_epochs
@@ -76,6 +75,13 @@ def test_cache_holds_each_distinct_input_once_and_is_reused(transfer_runs):
     assert sorted((cache / "features").glob("*.npy")) == files
     assert again.cache_seconds < cached.cache_seconds
     assert again.test_accuracy == cached.test_accuracy
+    # Activations computed in another precision are other entries, never reused.
+    try:
+        mixed = run_cell(_cell(precision="mixed"), out, cache)
+    finally:
+        __import__("keras").mixed_precision.set_global_policy("float32")
+    assert mixed.precision == "mixed_bfloat16" and mixed.key != cached.key
+    assert len(set((cache / "features").glob("*.npy")) - set(files)) == 8
 
 
 def test_cached_finetune_matches_uncached(transfer_runs, monkeypatch):
@@ -206,7 +212,7 @@ def test_cache_key_follows_the_weights_content_not_the_file(tmp_path):
     copy.write_bytes(first.read_bytes())
     other.write_bytes(b"other" * 1000)
     os.utime(copy, (1, 1))  # another path and timestamp, same content
-    identity = lambda path: weights_identity(_cell(weights=str(path)))  # noqa: E731
+    identity = lambda path: _cell(weights=str(path)).activation_identity()  # noqa: E731
     assert identity(first) == identity(copy) != identity(other)
     # Random initial weights are keyed by seed instead.
-    assert weights_identity(_cell()) != weights_identity(dataclasses.replace(_cell(), seed=1))
+    assert _cell().activation_identity() != dataclasses.replace(_cell(), seed=1).activation_identity()

@@ -223,3 +223,19 @@ def test_compare_flags_only_real_regressions(tmp_path, capsys):
     assert main(["compare", str(old), str(new), "--fail-on-regression"]) == 1
     assert main(["compare", str(old), str(old), "--fail-on-regression"]) == 0
     assert main(["compare", str(old), str(new), "--fail-on-regression", "--fail-threshold", "60"]) == 0
+
+
+def test_resume_reruns_a_cell_whose_settings_changed_and_the_report_keeps_both(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["run", "--backbone", "small_cnn", "--data", "synthetic", "--profile", "quick", "--out", out, "--cache-dir", cache]
+    assert run_cli(*argv).returncode == 0
+    changed = run_cli(*argv, "--batch-size", "64", "--resume")
+    assert changed.returncode == 0, changed.stderr[-1500:]
+    assert "already have an ok record" not in changed.stderr
+    same = run_cli(*argv, "--batch-size", "64", "--resume")
+    assert "1 of 1 cells already have an ok record; running 0" in same.stderr
+    records = read_records(out).records
+    assert [r.identity["batch_size"] for r in records] == [128, 64]
+    text = (out / "README.md").read_text()
+    assert text.count("| small_cnn") == 2 * 2  # two rows in the accuracy table and two in the cost table
+    assert "batch 64" in text

@@ -15,6 +15,12 @@ def _fixture_records():
     return read_records(FIXTURE).records
 
 
+def _replace(record, **changes):
+    """``record`` with ``changes`` made to its fields and, where they name it, to its identity."""
+    identity = {**record.identity, **{k: v for k, v in changes.items() if k in record.identity}}
+    return dataclasses.replace(record, **changes, identity=identity)
+
+
 def test_fixture_loads_cleanly():
     loaded = read_records(FIXTURE)
     assert loaded.bad_lines == 0
@@ -69,7 +75,7 @@ def test_report_renders_tables_csv_and_plots(tmp_path):
 
 def test_report_counts_bad_lines_and_lists_failures(tmp_path):
     record = _fixture_records()[0]
-    failed = dataclasses.replace(record, key="x/failed", backbone="x", status="failed", error="diverged: the training loss became NaN")
+    failed = _replace(record, key="x/failed", backbone="x", status="failed", failure="diverged", error="diverged: the training loss became NaN")
     (tmp_path / RUNS_FILE).write_text(record.to_json() + "\n" + failed.to_json() + "\n{\"truncated")
     report.write_report(tmp_path)
     text = (tmp_path / "README.md").read_text()
@@ -78,7 +84,7 @@ def test_report_counts_bad_lines_and_lists_failures(tmp_path):
 
 
 def _with_seeds(record, accuracies):
-    return [dataclasses.replace(record, seed=i, key=f"{record.key}-s{i}", test_accuracy=a) for i, a in enumerate(accuracies)]
+    return [_replace(record, seed=i, key=f"{record.key}-s{i}", test_accuracy=a) for i, a in enumerate(accuracies)]
 
 
 def test_seeds_give_mean_std_and_student_t_interval():
@@ -92,7 +98,7 @@ def test_seeds_give_mean_std_and_student_t_interval():
 
 
 def test_overlapping_intervals_are_tied_not_losers():
-    a, b = _fixture_records()[2], dataclasses.replace(_fixture_records()[2], backbone="other")
+    a, b = _fixture_records()[2], _replace(_fixture_records()[2], backbone="other")
     close = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
     summary = report.summarize(report.records_frame(close))
     assert summary["tied_best"].all()
@@ -104,7 +110,7 @@ def test_overlapping_intervals_are_tied_not_losers():
 def test_axes_tables_and_plots_render_from_a_fixture(tmp_path):
     base = next(r for r in _fixture_records() if r.backbone == "mobilenet_v2" and r.stage == "transfer")
     grid = [
-        dataclasses.replace(base, key=f"{size}-{policy}", image_size=size, augment=policy, test_accuracy=0.5 + size / 1000 + (0.01 if policy == "flip-crop" else 0))
+        _replace(base, key=f"{size}-{policy}", image_size=size, augment=policy, test_accuracy=0.5 + size / 1000 + (0.01 if policy == "flip-crop" else 0))
         for size in (96, 128, 160)
         for policy in ("none", "flip-crop")
     ]

@@ -80,6 +80,8 @@ def test_out_of_memory_retries_once_at_half_the_batch_size(fault_sweep):
     record = fault_sweep[2]["fault_oom_once"]
     assert record.status == "ok"
     assert record.batch_size == 64  # the stage's 128, halved
+    # What was planned stays the identity: the retry is recorded beside it, not as another cell.
+    assert record.identity["batch_size"] == 128
 
 
 def test_exit_code_says_a_cell_failed(tmp_path, fault_backbones):
