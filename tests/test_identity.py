@@ -243,3 +243,14 @@ def test_compare_fails_a_broken_new_run(situation, reason, tmp_path, capsys):
     assert last.startswith("- FAIL:") and reason in last
     assert main(["compare", str(old), str(old), "--fail-on-regression"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("- PASS")
+
+
+def test_report_shows_the_batch_size_an_out_of_memory_retry_used():
+    from bench import report
+
+    cell = Cell(**BASE)
+    retried = _record(cell, batch_size=64)  # the identity keeps the planned 128
+    summary = summarize(records_frame([retried]))
+    assert retried.identity["batch_size"] == 128
+    assert report.settings(next(summary.itertuples())) == "batch 64 after an out-of-memory retry"
+    assert "batch 64 after an out-of-memory retry" in report.accuracy_table(summary)
