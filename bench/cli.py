@@ -243,13 +243,13 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
     return cells, notes
 
 
-def _check_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path, flag: str = "--out") -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create --out folder {out}: {error.strerror}; pick a writable folder") from None
+        raise UsageError(f"cannot create {flag} folder {out}: {error.strerror}; pick a writable folder") from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"--out folder {out} is not writable; pick a writable folder or fix its permissions")
+        raise UsageError(f"{flag} folder {out} is not writable; pick a writable folder or fix its permissions")
 
 
 def _validate_data(args):
@@ -416,11 +416,9 @@ def cmd_prefetch(args) -> int:
 
     names = args.backbone or [n for n in list_backbones() if get_backbone(n).has_imagenet_weights]
     specs = [get_backbone(name) for name in names]
-    without = [s.name for s in specs if not s.has_imagenet_weights]
-    if without and len(without) == len(specs):
-        raise UsageError(f"{', '.join(without)} ha{'s' if len(without) == 1 else 've'} no ImageNet weights to fetch; name backbones that do (see `python -m bench list`)")
-    for name in without:
-        print(f"note: {name} has no ImageNet weights; nothing to fetch for it", file=sys.stderr)
+    for spec in specs:
+        if not spec.has_imagenet_weights:
+            print(f"note: {spec.name} has no ImageNet weights; it needs CIFAR-10 only", file=sys.stderr)
     wanted = []
     for spec in specs:
         if spec.has_imagenet_weights:
@@ -428,10 +426,11 @@ def cmd_prefetch(args) -> int:
                 if size < spec.min_image_size:
                     raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
                 wanted.append((spec.name, size))
-    _check_out_dir(args.to)
-    fetched = prefetch(args.to, wanted, log=sys.stderr)
+    _check_out_dir(args.to, "--to")
+    print(f"fetching CIFAR-10 and {len(wanted)} weight file(s) through Keras into {args.to}/ (log: {args.to}/prefetch.log) ...", file=sys.stderr, flush=True)
+    fetched = prefetch(args.to, wanted)
     for path in fetched:
-        print(f"  {path}", file=sys.stderr)
+        print(f"  {path.relative_to(args.to.resolve())}", file=sys.stderr)
     print(f"export KERAS_HOME={shlex.quote(str(args.to.resolve()))}")
     return 0
 
