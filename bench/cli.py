@@ -399,10 +399,11 @@ def cmd_cost(args, argv=None) -> int:
     print(f"measuring {len(configs)} configuration(s), each in its own process, into {args.out}/cost.jsonl (logs in {args.out}/logs/)", file=sys.stderr, flush=True)
     try:
         records = run_costs(configs, args.out, command, on_record=lambda number, record: print(report.render_cost_progress(number, len(configs), record), file=sys.stderr, flush=True))
+        paths = report.write_cost_report(args.out)
     except OSError as error:
-        print(f"error: could not append to {args.out}/cost.jsonl ({error.strerror or error}); every earlier record is kept; free space or pick another --out", file=sys.stderr)
+        # Appends and the table are all-or-nothing writes: what was there before is intact.
+        print(f"error: could not write to {args.out}/ ({error.strerror or error}); every earlier record is kept; free space or pick another --out", file=sys.stderr)
         return 1
-    paths = report.write_cost_report(args.out)
     print(f"cost: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     failed = sum(r.status != "ok" for r in records)
     if failed:

@@ -126,9 +126,24 @@ def failed_cost_record(config: CostConfig, error: str, command: str = "", **extr
     return CostRecord(**config.identity(), status="failed", error=error, command=command, **extra)
 
 
+def _die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so a killed ``bench
+    cost`` leaves no orphan burning the CPU for a record nobody will write."""
+    import ctypes
+    import os
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the orphan finishes its measurement, then fails to send it
+    if os.getppid() == 1:  # the parent died before the request
+        os._exit(1)
+
+
 def _child_main(config: CostConfig, command: str, log_file: Path, conn) -> None:
     import os
 
+    _die_with_parent()
     # TensorFlow writes to the C-level stdout/stderr: both go to the configuration's log.
     with open(log_file, "ab", buffering=0) as log:
         os.dup2(log.fileno(), 1)

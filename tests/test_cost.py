@@ -188,3 +188,73 @@ def test_config_key_holds_every_setting_that_changes_the_numbers():
     # the name of the data does not: the inputs are random either way
     assert dataclasses.replace(base, dataset="cifar10").key == base.key
     assert json.loads(_record().to_json())["key"] == base.key
+
+
+@pytest.mark.parametrize("fails", ["append", "table"])
+def test_disk_full_stops_with_one_line_and_keeps_earlier_records(fails, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from bench import cost
+
+    out = tmp_path / "out"
+    out.mkdir()
+    append_cost_record(out, _record("resnet50", 64))
+    before = (out / COST_FILE).read_bytes()
+    # No child process: this checks what the parent does with what it gets.
+    monkeypatch.setattr(cost, "measure_isolated", lambda config, out_dir, command="": _record(config.backbone, config.image_size))
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if fails == "append":
+        monkeypatch.setattr(cost, "append_cost_record", lambda *a: (_ for _ in ()).throw(full))
+    else:
+        monkeypatch.setattr(report, "write_atomic", lambda *a: (_ for _ in ()).throw(full))
+    code = main(["cost", "--backbone", "small_cnn", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: could not write to") and "No space left on device" in err[-1]
+    kept = (out / COST_FILE).read_bytes()
+    assert kept.startswith(before) and read_cost_records(out).bad_lines == 0
+    assert not (out / "cost.md").exists()
+
+
+def test_an_interrupted_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from bench.records import write_atomic
+
+    target = tmp_path / "cost.md"
+    write_atomic(target, b"old table\n")
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(OSError):
+        write_atomic(target, b"new table, half written")
+    assert target.read_bytes() == b"old table\n" and [p.name for p in tmp_path.iterdir()] == ["cost.md"]
+
+
+def test_killing_the_parent_kills_its_measuring_child_and_keeps_whole_lines(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    out = tmp_path / "out"
+    out.mkdir()
+    append_cost_record(out, _record())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    parent = subprocess.Popen([sys.executable, "-m", "bench", "cost", "--backbone", "resnet50", "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    logs = out / "logs"
+    deadline = time.monotonic() + 120
+    # The child opens its log right after asking to die with its parent.
+    while not (logs.is_dir() and any(logs.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    children = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "multiprocessing.spawn"], capture_output=True, text=True).stdout.split()
+    assert children, "no measuring child found"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2] for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2] for pid in children)
+    loaded = read_cost_records(out)
+    assert loaded.bad_lines == 0 and [r.key for r in loaded.records] == [_record().key]
