@@ -428,7 +428,7 @@ def cmd_prefetch(args) -> int:
                     raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
                 wanted.append((spec.name, size))
     _check_out_dir(args.to, "--to")
-    print(f"fetching CIFAR-10 and {len(wanted)} weight file(s) through Keras into {args.to}/ (log: {args.to}/prefetch.log) ...", file=sys.stderr, flush=True)
+    print(f"fetching CIFAR-10 and the ImageNet weights of {len(wanted)} backbone x size pair(s) through Keras into {args.to}/ (log: {args.to}/prefetch.log) ...", file=sys.stderr, flush=True)
     fetched = prefetch(args.to, wanted)
     for path in fetched:
         print(f"  {path.relative_to(args.to.resolve())}", file=sys.stderr)
