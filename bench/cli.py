@@ -106,7 +106,7 @@ def _override_problem(name: str, value) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Transfer-learning benchmark harness for CIFAR-10: backbones x training stages, with accuracy, speed and memory.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,compare,perf}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,compare,perf,cost,prefetch}")
 
     commands.add_parser("list", help="list backbones, stages and augmentation policies", description="List registered backbones (with their stages and default sizes), stages and augmentation policies.")
 
@@ -163,6 +163,33 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--weights", default="none", help="imagenet, none (default: timing does not depend on the weights' values), or a weights FILE")
     perf.add_argument("--out", type=Path, default=Path("out"), help="folder for perf.md (default ./out)")
     perf.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"decoded-dataset cache (default {DEFAULT_CACHE_DIR}); activations go to a fresh temporary folder per timed run")
+
+    cost = commands.add_parser(
+        "cost",
+        help="what each backbone costs without training: throughput, latency, training-step speed, memory, parameters, FLOPs",
+        description="For each backbone x image size x batch size, with random weights and without training, each in its own process: "
+        "inference images/s, batch-1 latency, one training step of each stage's trainable part, peak memory, parameters, GFLOPs. "
+        "Appends OUT/cost.jsonl and writes OUT/cost.md and OUT/cost_throughput_vs_gflops.png.",
+    )
+    cost_which = cost.add_mutually_exclusive_group(required=True)
+    cost_which.add_argument("--all", action="store_true", help="every registered backbone")
+    cost_which.add_argument("--backbone", nargs="+", metavar="NAME", help="backbones to measure (see `python -m bench list`)")
+    cost.add_argument("--image-size", type=_positive_int, nargs="+", metavar="PX", help="sizes the backbones run at, each its own row (default: each backbone's own; the data's native size for a backbone that only trains from scratch)")
+    cost.add_argument("--batch-size", type=_positive_int, nargs="+", default=[64], metavar="N", help="batch sizes, each its own row, for inference and for the training steps (default 64)")
+    cost.add_argument("--data", default="synthetic", help="what the inputs are shaped like: synthetic or cifar10 (random 32 px images, 10 classes; default), or an image-folder DIR, whose classes and image size are used (nothing is decoded, nothing downloaded)")
+    cost.add_argument("--precision", choices=["float32", "mixed"], default="float32", help="mixed: bfloat16 compute on CPU, float16 on GPU (default float32)")
+    cost.add_argument("--jit-compile", action="store_true", help="XLA-compile the forward pass and the training steps")
+    cost.add_argument("--out", type=Path, default=Path("out"), help="folder for cost.jsonl, cost.md and the plot (default ./out)")
+
+    prefetch = commands.add_parser(
+        "prefetch",
+        help="download CIFAR-10 and ImageNet weight files into a Keras cache folder for machines without internet",
+        description="Fetch CIFAR-10 and the ImageNet weight files the named backbones need at the named sizes, through Keras's own loaders, "
+        "into DIR in Keras's cache layout (DIR/datasets, DIR/models). On machines without internet, set KERAS_HOME=DIR and run unchanged.",
+    )
+    prefetch.add_argument("--to", type=Path, required=True, metavar="DIR", help="the folder to fill; becomes KERAS_HOME on the offline machines (it must be writable there too: Keras falls back to /tmp/.keras otherwise)")
+    prefetch.add_argument("--backbone", nargs="+", metavar="NAME", help="backbones whose ImageNet weights to fetch (default: every backbone that has them)")
+    prefetch.add_argument("--image-size", type=_positive_int, nargs="+", metavar="PX", help="sizes they will run at (default: each backbone's own); MobileNetV2 keeps one file per size")
 
     report = commands.add_parser("report", help="write tables, CSV and plots from runs.jsonl", description="Write README.md, summary.csv and PNG plots into OUT from the records alone.")
     report.add_argument("--out", type=Path, default=Path("out"), help="folder to write the report into (default ./out); its runs.jsonl is read too")
@@ -340,13 +367,13 @@ def _scope_notes(args, cells: list[Cell], requested: dict) -> list[str]:
     return notes
 
 
-def _check_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path, flag: str = "--out") -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create --out folder {out}: {error.strerror}; pick a writable folder") from None
+        raise UsageError(f"cannot create {flag} folder {out}: {error.strerror}; pick a writable folder") from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"--out folder {out} is not writable; pick a writable folder or fix its permissions")
+        raise UsageError(f"{flag} folder {out} is not writable; pick a writable folder or fix its permissions")
 
 
 def _validate_data(args):
@@ -451,13 +478,97 @@ def cmd_perf(args) -> int:
     return 0
 
 
+def _cost_input_shape(data: str) -> tuple[int, int, str]:
+    """(native size, classes, label) of what ``bench cost`` feeds: CIFAR-10's shape, or a folder's."""
+    if data in ("synthetic", "cifar10"):
+        return 32, 10, data
+    from bench.data import image_folder_shape
+
+    path = Path(data)
+    if not path.is_dir():
+        raise UsageError(f"--data {data!r} is neither 'synthetic', 'cifar10' nor a directory; pass one of those")
+    classes, (width, height) = image_folder_shape(path)
+    if width != height:
+        raise UsageError(f"images in {path} are {width}x{height}, not square; crop them square (the harness feeds square images)")
+    return width, len(classes), path.resolve().name
+
+
+def plan_costs(args) -> list:
+    """The ``CostConfig``s a ``cost`` command asks for, in run order."""
+    from bench.cost_records import CostConfig
+
+    specs = [get_backbone(name) for name in (list_backbones() if args.all else args.backbone)]
+    native_size, num_classes, label = _cost_input_shape(args.data)
+    configs = []
+    for spec in specs:
+        # A backbone that only trains from scratch runs at the data's native size, as in `bench run`.
+        resizes = any(STAGES[name].resize for name in spec.stages)
+        sizes = args.image_size or [spec.default_image_size if resizes else native_size]
+        for size in sizes:
+            if size < spec.min_image_size:
+                raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
+        for size in sizes:
+            for batch_size in args.batch_size:
+                configs.append(CostConfig(spec.name, size, batch_size, native_size, num_classes, label, args.precision, args.jit_compile))
+    return configs
+
+
+def cmd_cost(args, argv=None) -> int:
+    from bench import report
+    from bench.cost import run_costs
+
+    configs = plan_costs(args)
+    _check_out_dir(args.out)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    print(f"measuring {len(configs)} configuration(s), each in its own process, into {args.out}/cost.jsonl (logs in {args.out}/logs/)", file=sys.stderr, flush=True)
+    try:
+        records = run_costs(configs, args.out, command, on_record=lambda number, record: print(report.render_cost_progress(number, len(configs), record), file=sys.stderr, flush=True))
+        paths = report.write_cost_report(args.out)
+    except OSError as error:
+        # Appends and the table are all-or-nothing writes: what was there before is intact.
+        print(f"error: could not write to {args.out}/ ({error.strerror or error}); every earlier record is kept; free space or pick another --out", file=sys.stderr)
+        return 1
+    print(f"cost: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    failed = sum(r.status != "ok" for r in records)
+    if failed:
+        print(f"{failed} of {len(records)} measurements failed; see {args.out}/cost.md and the logs in {args.out}/logs/", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_prefetch(args) -> int:
+    from bench.prefetch import prefetch
+
+    names = args.backbone or [n for n in list_backbones() if get_backbone(n).has_imagenet_weights]
+    specs = [get_backbone(name) for name in names]
+    for spec in specs:
+        if not spec.has_imagenet_weights:
+            print(f"note: {spec.name} has no ImageNet weights; it needs CIFAR-10 only", file=sys.stderr)
+    wanted = []
+    for spec in specs:
+        if spec.has_imagenet_weights:
+            for size in args.image_size or [spec.default_image_size]:
+                if size < spec.min_image_size:
+                    raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
+                wanted.append((spec.name, size))
+    _check_out_dir(args.to, "--to")
+    print(f"fetching CIFAR-10 and the ImageNet weights of {len(wanted)} backbone x size pair(s) through Keras into {args.to}/ (log: {args.to}/prefetch.log) ...", file=sys.stderr, flush=True)
+    fetched = prefetch(args.to, wanted)
+    for path in fetched:
+        print(f"  {path.relative_to(args.to.resolve())}", file=sys.stderr)
+    print(f"export KERAS_HOME={shlex.quote(str(args.to.resolve()))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return cmd_run(args, argv)
-        return {"list": cmd_list, "report": cmd_report, "compare": cmd_compare, "perf": cmd_perf}[args.command](args)
+        if args.command == "cost":
+            return cmd_cost(args, argv)
+        return {"list": cmd_list, "report": cmd_report, "compare": cmd_compare, "perf": cmd_perf, "prefetch": cmd_prefetch}[args.command](args)
     except (UsageError, BackboneLookupError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"error: {message}", file=sys.stderr)

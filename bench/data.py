@@ -224,6 +224,20 @@ def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawDat
     return RawData(str(root), class_names, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
 
 
+def image_folder_shape(root: Path) -> tuple[tuple[str, ...], tuple[int, int]]:
+    """(class names, most common (width, height)) of an image-folder tree, from the files'
+    headers alone: nothing is decoded, so it costs the same for any dataset size.
+
+    Raises:
+        UsageError: as ``load_image_folder`` does for a malformed tree or an unreadable image.
+    """
+    root = Path(root).resolve()
+    train, test = _list_split(root, "train"), _list_split(root, "test")
+    if set(train) != set(test):
+        raise UsageError(f"train/ and test/ in {root} have different classes; make the class folders match")
+    return tuple(sorted(train)), _common_size([f for split in (train, test) for files in split.values() for f in files])
+
+
 def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted indices of about ``count`` items, the same share of every class."""
     classes = np.unique(labels)

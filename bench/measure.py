@@ -60,6 +60,25 @@ def latency_ms(forward, images: np.ndarray, calls: int = 30) -> dict:
     return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
 
 
+def training_images_per_second(step, batch_size: int, steps: int = 2, repeats: int = 5) -> dict:
+    """Median images/s of ``step()`` (one synchronous training step on one batch) over
+    ``repeats`` timed runs of ``steps`` steps, after two warm-up steps (tracing).
+
+    Returns:
+        ``{"images_per_second", "spread"}``; spread is (max - min) / median.
+    """
+    step()
+    step()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(batch_size * steps / (time.perf_counter() - start))
+    median = statistics.median(rates)
+    return {"images_per_second": median, "spread": (max(rates) - min(rates)) / median}
+
+
 def flops_per_image(model: keras.Model, input_shape: tuple[int, ...]) -> float | None:
     """Floating-point operations of one forward pass (a multiply-add counts 2), from TF's profiler."""
     try:

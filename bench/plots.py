@@ -1,7 +1,9 @@
-"""PNG plots over the summary and the per-epoch histories."""
+"""PNG plots over the summary, the per-epoch histories and the cost records."""
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -10,12 +12,77 @@ matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.records import write_atomic  # noqa: E402
 
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+DPI = 110
+
+
+def _save(figure, path: Path, layout: bool = True) -> Path:
+    """Write the figure whole (beside, then renamed); ``layout=False`` keeps placed labels where they are."""
+    if layout:
+        figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=DPI, format="png")
     plt.close(figure)
+    write_atomic(path, buffer.getvalue())
     return path
+
+
+# Where a label may sit around its point, nearest first: offsets in points at growing
+# radii, in eight directions (right and above first, the usual reading position).
+_DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (0, 1), (-1, 0), (0, -1))
+_RADII_POINTS = (4, 10, 18, 28, 40, 55, 75, 100)
+_LEADER_FROM_POINTS = 12  # labels placed farther away than this get a line to their point
+
+
+def place_labels(figure, axis, points, texts, fontsize: float = 7) -> list:
+    """Label each data point without any two labels overlapping.
+
+    Greedy: each label takes the first candidate offset (nearest first) whose box stays
+    inside the axes and overlaps no label placed before it and no point marker; a label
+    placed away from its point gets a thin leader line. Call it once the layout is final
+    (after ``tight_layout``), and save with ``layout=False``: a later layout change would
+    move points and labels by different amounts.
+
+    Returns:
+        The label ``Text`` artists, in the order of ``points``.
+    """
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes_box = axis.get_window_extent(renderer)
+    pixels_per_point = figure.dpi / 72
+    marker = 3.5 * pixels_per_point
+    taken = []
+    for x, y in points:
+        px, py = axis.transData.transform((x, y))
+        taken.append(matplotlib.transforms.Bbox.from_extents(px - marker, py - marker, px + marker, py + marker))
+    candidates = [(radius * dx / (math.sqrt(2) if dx and dy else 1), radius * dy / (math.sqrt(2) if dx and dy else 1)) for radius in _RADII_POINTS for dx, dy in _DIRECTIONS]
+    labels = []
+    for (x, y), text in zip(points, texts):
+        for inside in (True, False):
+            for dx, dy in candidates:
+                label = axis.annotate(
+                    text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                    ha="left" if dx > 0 else "right" if dx < 0 else "center", va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                )
+                box = label.get_window_extent(renderer)
+                fits = not inside or (axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1 and axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1)
+                if fits and not any(box.overlaps(other) for other in taken):
+                    break
+                label.remove()
+            else:
+                continue
+            break
+        else:
+            # Nowhere free even outside the axes: the farthest candidate, with its line.
+            dx, dy = candidates[-1]
+            label = axis.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha="left", va="bottom")
+            box = label.get_window_extent(renderer)
+        taken.append(box)
+        labels.append(label)
+        if math.hypot(dx, dy) > _LEADER_FROM_POINTS:
+            axis.annotate("", (x, y), xytext=(dx, dy), textcoords="offset points", arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 2})
+    return labels
 
 
 def accuracy_by_stage(summary: pd.DataFrame, path: Path) -> Path:
@@ -41,18 +108,24 @@ def accuracy_by_stage(summary: pd.DataFrame, path: Path) -> Path:
 def _accuracy_scatter(summary: pd.DataFrame, x, label, xlabel: str, title: str, path: Path, log_x: bool = False) -> Path:
     """Test accuracy against ``x(group)`` per stage, each point labelled by ``label(row)``."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
+    points, texts = [], []
     for stage, group in summary.groupby("stage"):
         xs = x(group)
         axis.scatter(xs, 100 * group["test_accuracy"], label=stage)
         for row, value in zip(group.itertuples(), xs):
-            axis.annotate(label(row), (value, 100 * row.test_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            points.append((value, 100 * row.test_accuracy))
+            texts.append(label(row))
     if log_x:
         axis.set_xscale("log")
+    axis.margins(0.15)  # room for labels beside the outermost points
     axis.set_xlabel(xlabel)
     axis.set_ylabel("test accuracy (%)")
     axis.set_title(title)
-    axis.legend(fontsize=8)
-    return _save(figure, path)
+    # Outside the axes: a legend inside could cover a label placed after it.
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    place_labels(figure, axis, points, texts)
+    return _save(figure, path, layout=False)
 
 
 def accuracy_vs_throughput(summary: pd.DataFrame, path: Path) -> Path:
@@ -105,6 +178,29 @@ def accuracy_vs_cost(summary: pd.DataFrame, path: Path) -> Path:
         "Accuracy against training cost, by augmentation policy",
         path,
     )
+
+
+def throughput_vs_gflops(cost: pd.DataFrame, path: Path) -> Path:
+    """Inference images/s against GFLOPs per image, one point per ok cost record."""
+    ok = cost[cost["status"] == "ok"].dropna(subset=["flops_per_image", "infer_images_per_second"])
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    points, texts = [], []
+    for backbone, group in ok.groupby("backbone", sort=True):
+        axis.scatter(group["flops_per_image"] / 1e9, group["infer_images_per_second"], label=backbone)
+        for row in group.itertuples():
+            points.append((row.flops_per_image / 1e9, row.infer_images_per_second))
+            texts.append(f"{row.image_size}px b{row.batch_size}")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.margins(0.15)
+    axis.set_xlabel("GFLOPs per image (log scale)")
+    axis.set_ylabel("inference throughput (images/s, log scale)")
+    axis.set_title("Throughput against compute, without training (random weights)")
+    if points:
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    place_labels(figure, axis, points, texts)
+    return _save(figure, path, layout=False)
 
 
 def write_plots(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:

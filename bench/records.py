@@ -156,14 +156,18 @@ def _legacy_identity(data: dict) -> dict:
 
 
 def append_record(out_dir: Path, record: Record) -> None:
-    """Append one record as a whole line, under a lock, flushed and fsynced.
+    """Append one record to ``out_dir/runs.jsonl``; see ``append_line``."""
+    append_line(Path(out_dir) / RUNS_FILE, record.to_json())
+
+
+def append_line(path: Path, text: str) -> None:
+    """Append ``text`` as one whole line, under a lock, flushed and fsynced.
 
     Raises:
         OSError: the folder is not writable or the disk is full; the file keeps every
             earlier line (a partial write is truncated away).
     """
-    line = (record.to_json() + "\n").encode()
-    path = Path(out_dir) / RUNS_FILE
+    line = (text + "\n").encode()
     with open(path, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -181,6 +185,22 @@ def append_record(out_dir: Path, record: Record) -> None:
                 raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole: written beside it, fsynced, then renamed over it,
+    so a crash leaves the old file or the new one, never a part."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.stages import unfreeze_layers
-from bench.stats import STAGE_ORDER, grid_wall_minutes, load, records_frame, summarize, weights_label
+from bench.records import write_atomic
+from bench.stats import STAGE_ORDER, grid_wall_minutes, load, load_cost, records_frame, summarize, weights_label
 
 # --------------------------------------------------------------------------- formatting
 
@@ -266,11 +267,12 @@ def provenance(frame: pd.DataFrame, bad_lines: int) -> list[str]:
 NOTES_FILE = "notes.md"
 
 
-def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "") -> str:
+def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "") -> str:
     sections = ["# Benchmark results", ""]
     if notes.strip():
         sections += [notes.strip(), ""]
-    sections += [*provenance(frame, bad_lines), ""]
+    if len(frame):
+        sections += [*provenance(frame, bad_lines), ""]
     if not summary.empty:
         sections += ["## Winners", "", *winners(summary), ""]
         sections += ["## Accuracy", "", "Test accuracy (validation-tuned only; the test split is never used for a choice). `write-up` is the seed write-up's number for the same stage.", "", accuracy_table(summary), ""]
@@ -287,6 +289,8 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
         axes = axes_tables(summary)
         if axes:
             sections += ["## Augmentation and input size", "", axes, ""]
+    if cost_block:
+        sections += [cost_block.strip(), ""]
     if (frame["status"] != "ok").any():
         sections += ["## Failed cells", "", failures_table(frame), ""]
     if plots:
@@ -365,6 +369,113 @@ def render_listing(specs, stages: dict, policies: dict) -> str:
     return "\n\n".join([_table(backbones), _table(stage_rows), _table(policy_rows)])
 
 
+# --------------------------------------------------------------------------- cost without training
+
+COST_MARKDOWN, COST_PLOT = "cost.md", "cost_throughput_vs_gflops.png"
+COST_STAGE_COLUMNS = {"baseline": "whole network", "transfer": "head on pooled features", "finetune": "top on cut activations"}
+COST_HOW_TO_READ = (
+    "One row per backbone x input size x batch size, from `python -m bench cost`: random weights (they cost the same "
+    "compute as pretrained ones), no training, each row measured in its own process. "
+    "**infer img/s**: the compiled forward pass of the whole classifier (resize, preprocessing, backbone, head) at the "
+    "row's batch size, warm-up excluded, median of 5 timed repeats (± half their range). "
+    "**latency**: batch 1, p50 / p95 over 20 calls. "
+    "**train img/s**: one optimiser step on a batch of what each stage trains, as the cached path trains it: `baseline` "
+    "the whole network on images, `transfer` the head on pooled features, `finetune` the unfrozen top on the activations "
+    "at its cut (in brackets: the parameters that step trains); n/a where the backbone has no such stage. A cell of "
+    "`bench run` adds its data pipeline and the frozen part's one pass per image (the activation cache). "
+    "**peak RSS / anon MB**: the measuring process's high-water mark (build, tracing, every pass above). "
+    "**params**: of the whole classifier. **GFLOPs/img**: one forward pass, a multiply-add counted as two."
+)
+
+
+def _millions(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{value / 1e6:.2f} M"
+
+
+def cost_without_training_table(cost: pd.DataFrame) -> str:
+    """One row per ok cost record; the anonymous-memory column only where a record has it."""
+    ok = cost[cost["status"] == "ok"]
+    show_anon = ok["peak_anon_mb"].notna().any()
+    show_compute = (ok["precision"] != "float32").any() or ok["jit_compile"].fillna(False).astype(bool).any()
+    rows = []
+    for row in ok.itertuples():
+        entry = {"backbone": f"`{row.backbone}`", "size px": row.image_size, "batch": row.batch_size}
+        if show_compute:
+            entry["compute"] = row.dtype_policy + (", XLA" if row.jit_compile else "")
+        spread = f" ±{100 * row.infer_spread / 2:.0f} %" if row.infer_spread is not None and not pd.isna(row.infer_spread) else ""
+        entry["infer img/s"] = _number(row.infer_images_per_second) + spread
+        entry["latency p50 / p95 ms"] = f"{_number(row.latency_p50_ms, 1)} / {_number(row.latency_p95_ms, 1)}"
+        for stage, part in COST_STAGE_COLUMNS.items():
+            rate, params = getattr(row, f"{stage}_train_images_per_second"), getattr(row, f"{stage}_trainable_params")
+            entry[f"train img/s: {stage} ({part})"] = "n/a" if rate is None or pd.isna(rate) else f"{_number(rate)} ({_millions(params)})"
+        entry["peak RSS MB"] = _number(row.peak_rss_mb)
+        if show_anon:
+            entry["peak anon MB"] = _number(row.peak_anon_mb)
+        entry["params"] = _millions(row.total_params)
+        entry["GFLOPs/img"] = _number(row.flops_per_image / 1e9 if row.flops_per_image else None, 2)
+        rows.append(entry)
+    return _table(rows)
+
+
+def _cost_provenance(cost: pd.DataFrame, bad_lines: int) -> list[str]:
+    inputs = sorted({f"{r.native_size} px, {r.num_classes} classes (`{r.dataset}`)" for r in cost.itertuples()})
+    lines = [
+        f"- Records: {len(cost)} ({(cost.status == 'ok').sum()} ok, {(cost.status != 'ok').sum()} failed)"
+        + (f"; {bad_lines} malformed line(s) in cost.jsonl skipped" if bad_lines else ""),
+        f"- Inputs: random images of {'; '.join(inputs)}",
+        f"- Machine: {_distinct(cost, 'cpu')}; GPU: {_distinct(cost, 'gpu') if _distinct(cost, 'gpu') != 'unknown' else 'none'}",
+        f"- Software: TensorFlow {_distinct(cost, 'tf_version')}, Keras {_distinct(cost, 'keras_version')}, Python {_distinct(cost, 'python_version')}",
+        f"- Code: git {', '.join(sorted({str(c)[:7] for c in cost['git_commit'].dropna() if c})) or 'unknown'}"
+        + (" (with uncommitted changes)" if cost["git_dirty"].fillna(False).astype(bool).any() else ""),
+        f"- Measured between {cost['started_at'].min()} and {cost['started_at'].max()}",
+    ]
+    commands = sorted({c for c in cost["command"].dropna() if c})
+    if commands:
+        lines.append("- Command(s): " + "; ".join(f"`{c}`" for c in commands))
+    return lines
+
+
+def cost_section(cost: pd.DataFrame, bad_lines: int, plot_name: str | None, heading: str = "##") -> str:
+    """The cost-without-training block: how to read it, the table, failures, the plot."""
+    parts = [f"{heading} Cost without training", "", COST_HOW_TO_READ, "", *_cost_provenance(cost, bad_lines), "", cost_without_training_table(cost), ""]
+    failed = cost[cost["status"] != "ok"]
+    if len(failed):
+        parts += ["Failed measurements:", "", *[f"- `{r.key}`: {(r.error or '').splitlines()[0][:200] if r.error else ''}" for r in failed.itertuples()], ""]
+    if plot_name:
+        parts += [f"![throughput against GFLOPs]({plot_name})", ""]
+    return "\n".join(parts)
+
+
+def render_cost(cost: pd.DataFrame, bad_lines: int, plot_name: str | None) -> str:
+    """``cost.md``: the cost-without-training section as a document of its own."""
+    return "# " + cost_section(cost, bad_lines, plot_name).removeprefix("## ")
+
+
+def render_cost_progress(number: int, total: int, record) -> str:
+    """One terminal line for a finished cost measurement."""
+    if record.status != "ok":
+        return f"cost {number}/{total}: {record.key}: failed: {record.error.splitlines()[0] if record.error else ''}"
+    return (
+        f"cost {number}/{total}: {record.key}: {_number(record.infer_images_per_second)} img/s, latency p50 {_number(record.latency_p50_ms, 1)} ms, "
+        f"peak RSS {_number(record.peak_rss_mb)} MB ({_number(record.wall_seconds)} s)"
+    )
+
+
+def write_cost_report(out_dir: Path, cost: pd.DataFrame | None = None, bad_lines: int = 0) -> list[Path]:
+    """``cost.md`` and the throughput plot from the cost records (``out_dir/cost.jsonl`` unless given)."""
+    from bench import plots
+
+    out_dir = Path(out_dir)
+    if cost is None:
+        cost, bad_lines = load_cost([out_dir])
+    if cost.empty:
+        return []
+    plot = plots.throughput_vs_gflops(cost, out_dir / COST_PLOT)
+    markdown = out_dir / COST_MARKDOWN
+    write_atomic(markdown, (render_cost(cost, bad_lines, plot.name) + "\n").encode())
+    return [markdown, plot]
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -384,11 +495,15 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     summary.to_csv(summary_csv, index=False, float_format="%.6g")
     written.append(summary_csv)
     plot_paths = plots.write_plots(frame, summary, out_dir) if not summary.empty else []
+    # `bench cost` records found among the inputs get a section of their own, cost.md and a plot.
+    cost, cost_bad = load_cost([out_dir, *extra_inputs])
+    cost_paths = write_cost_report(out_dir, cost, cost_bad)
+    cost_block = cost_section(cost, cost_bad, COST_PLOT) if cost_paths else ""
     readme = out_dir / "README.md"
     # A hand-written notes.md beside the records (dataset caveats, context) heads the report.
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
-    readme.write_text(render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes))
-    written = [readme, summary_csv, *plot_paths]
+    readme.write_text(render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block))
+    written = [readme, summary_csv, *plot_paths, *cost_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)
         project_readme.write_text(splice_readme(project_readme.read_text(), render_headline(frame, summary)))

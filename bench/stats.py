@@ -136,3 +136,22 @@ def load(sources) -> tuple[list[Record], int]:
         records += loaded.records
         bad += loaded.bad_lines
     return list(latest_by_key(records).values()), bad
+
+
+def load_cost(sources) -> tuple[pd.DataFrame, int]:
+    """The latest cost record per key across folders (their ``cost.jsonl``) or ``cost.jsonl``
+    files, as a frame ordered by backbone, size and batch; and the bad-line count.
+
+    A ``runs.jsonl`` among the sources is not a cost file and is passed over.
+    """
+    from bench.cost_records import COST_FIELDS, COST_FILE, read_cost_records
+
+    latest, bad = {}, 0
+    for source in map(Path, sources):
+        if not source.is_dir() and source.name != COST_FILE:
+            continue
+        loaded = read_cost_records(source)
+        latest.update({r.key: r for r in loaded.records})
+        bad += loaded.bad_lines
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in latest.values()], columns=list(COST_FIELDS))
+    return frame.sort_values(["backbone", "image_size", "batch_size", "key"]).reset_index(drop=True), bad

@@ -1,0 +1,209 @@
+"""``bench cost``: what each backbone costs without training (the counterpart of timm's
+``benchmark.py``), one spawned process per configuration; returns and appends ``CostRecord``s.
+
+Random weights cost the same compute as pretrained ones, so nothing is downloaded and
+nothing trains to convergence: inference throughput (compiled forward, warm-up excluded,
+median of repeats), batch-1 latency, one training step of each stage's trainable part,
+parameters, FLOPs and the process's peak memory. Each configuration runs in its own
+spawned process, so its peak memory is its own and a crash costs only its record.
+TensorFlow is imported inside the functions that need it: the parent never loads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import signal
+import time
+import traceback
+from pathlib import Path
+
+from bench.cost_records import CostConfig, CostRecord, append_cost_record
+
+# Modest repeats: `bench cost --all` at default sizes must finish in 3 minutes on 2 cores.
+INFER_BATCHES = 2  # batches per timed inference repeat
+INFER_REPEATS = 5  # timed repeats; the median is reported
+LATENCY_CALLS = 20  # batch-1 calls timed for p50/p95
+TRAIN_STEPS = 2  # training steps per timed repeat
+TRAIN_REPEATS = 5
+SAMPLE_IMAGES = 32  # distinct random images the batches are drawn from
+LOGS_DIR = "logs"
+
+
+def _stage_recipe(stage, spec, batch_size: int):
+    from bench.stages import unfreeze_layers
+
+    return dataclasses.replace(stage, batch_size=batch_size, unfreeze_layers=unfreeze_layers(stage, spec.unfreeze_layers))
+
+
+def _trainable_part(spec, recipe, deployed, deployed_recipe, config: CostConfig):
+    """(model, input shape) of what ``recipe`` trains, as the cached path trains it."""
+    from bench.models import build_classifier, build_head, cached_split
+
+    def classifier():
+        if recipe == deployed_recipe:
+            return deployed
+        return build_classifier(spec, recipe, config.native_size, config.image_size, config.num_classes, None)
+
+    if recipe.trainable == "all":
+        model = classifier().model
+    elif recipe.trainable == "head":
+        model = build_head(int(deployed.features.output.shape[-1]), config.num_classes, recipe)
+    else:
+        _, model, _ = cached_split(classifier(), recipe, None)
+    return model, tuple(int(d) for d in model.input.shape[1:])
+
+
+def measure_config(config: CostConfig, command: str = "") -> CostRecord:
+    """Measure one configuration in this process (``run_costs`` gives each its own)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from backbones import get_backbone
+    from bench import measure
+    from bench.models import build_classifier
+    from bench.stages import STAGES
+    from bench.training import compile_model, one_hot, set_precision
+
+    wall_start = time.perf_counter()
+    env = measure.environment()
+    dtype_policy = set_precision(config.precision)
+    spec = get_backbone(config.backbone)
+    keras.utils.set_random_seed(0)
+    recipes = [_stage_recipe(STAGES[name], spec, config.batch_size) for name in spec.stages]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (SAMPLE_IMAGES, config.native_size, config.native_size, 3), dtype=np.uint8)
+
+    # Inference: the model the backbone's last stage deploys (a finetune's is a transfer's).
+    deployed = build_classifier(spec, recipes[-1], config.native_size, config.image_size, config.num_classes, None)
+    forward = measure.compiled_forward(deployed.model, config.jit_compile)
+    throughput = measure.inference_images_per_second(forward, images, config.batch_size, INFER_BATCHES, INFER_REPEATS)
+    latency = measure.latency_ms(forward, images, LATENCY_CALLS)
+    flops = measure.flops_per_image(deployed.model, images.shape[1:])
+    total_params, _ = measure.param_counts(deployed.model)
+
+    # One training step per stage, on random inputs of the shape that stage trains on.
+    per_stage = {}
+    labels = tf.constant(one_hot(np.arange(config.batch_size) % config.num_classes, config.num_classes))
+    for recipe in recipes:
+        model, input_shape = _trainable_part(spec, recipe, deployed, recipes[-1], config)
+        compile_model(model, recipe, steps_per_epoch=100, jit_compile=config.jit_compile)
+        if recipe.trainable == "all":
+            batch = tf.constant(np.resize(images, (config.batch_size, *images.shape[1:])))
+        else:  # activations: non-negative, as after a ReLU
+            batch = tf.constant(rng.uniform(0, 1, (config.batch_size, *input_shape)).astype("float32"))
+        rate = measure.training_images_per_second(lambda: model.train_on_batch(batch, labels), config.batch_size, TRAIN_STEPS, TRAIN_REPEATS)
+        per_stage[f"{recipe.name}_train_images_per_second"] = rate["images_per_second"]
+        per_stage[f"{recipe.name}_trainable_params"] = measure.param_counts(model)[1]
+
+    peak_anon = getattr(measure, "peak_anon_mb", None)  # present once bench.measure can tell
+    return CostRecord(
+        **config.identity(),
+        status="ok",
+        dtype_policy=dtype_policy,
+        stages=list(spec.stages),
+        infer_images_per_second=throughput["images_per_second"],
+        infer_spread=throughput["spread"],
+        latency_p50_ms=latency["p50"],
+        latency_p95_ms=latency["p95"],
+        flops_per_image=flops,
+        total_params=total_params,
+        **per_stage,
+        peak_rss_mb=measure.peak_rss_mb(),
+        peak_anon_mb=peak_anon() if peak_anon else None,
+        peak_gpu_mb=measure.peak_gpu_mb(),
+        wall_seconds=time.perf_counter() - wall_start,
+        command=command,
+        **env,
+    )
+
+
+def failed_cost_record(config: CostConfig, error: str, command: str = "", **extra) -> CostRecord:
+    import datetime
+
+    extra.setdefault("started_at", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    return CostRecord(**config.identity(), status="failed", error=error, command=command, **extra)
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so a killed ``bench
+    cost`` leaves no orphan burning the CPU for a record nobody will write."""
+    import ctypes
+    import os
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the orphan finishes its measurement, then fails to send it
+    if os.getppid() == 1:  # the parent died before the request
+        os._exit(1)
+
+
+def _child_main(config: CostConfig, command: str, log_file: Path, conn) -> None:
+    import os
+
+    _die_with_parent()
+    # TensorFlow writes to the C-level stdout/stderr: both go to the configuration's log.
+    with open(log_file, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        record = measure_config(config, command)
+    except Exception as error:
+        tail = "".join(traceback.format_exception(error)[-3:]).strip()
+        record = failed_cost_record(config, f"{type(error).__name__}: {error}"[:1000] + f"\n{tail[-1000:]}", command)
+    conn.send(record)
+    conn.close()
+
+
+def measure_isolated(config: CostConfig, out_dir: Path, command: str = "") -> CostRecord:
+    """``measure_config`` in a spawned child; a crash or kill becomes a failed record."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    log_file = Path(out_dir) / LOGS_DIR / (config.file_stem + ".log")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    child = context.Process(target=_child_main, args=(config, command, log_file, send), name=f"cost {config.key}")
+    start = time.perf_counter()
+    child.start()
+    send.close()
+    record = None
+    try:
+        record = receive.recv()
+    except (EOFError, OSError):
+        pass  # the child died before sending: its exit code says how
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join(30)
+    if record is not None:
+        return record
+    code = child.exitcode
+    if code == -signal.SIGKILL:
+        reason = "out of memory (probably): killed by signal SIGKILL"
+    elif code is not None and code < 0:
+        reason = f"killed by signal {signal.Signals(-code).name}"
+    else:
+        reason = f"exited with code {code} without a record"
+    return failed_cost_record(config, f"{reason}; see {log_file}", command, wall_seconds=time.perf_counter() - start)
+
+
+def run_costs(configs: list[CostConfig], out_dir: Path, command: str = "", on_start=None, on_record=None) -> list[CostRecord]:
+    """Measure each configuration in its own process, appending its record as it finishes.
+
+    ``on_start(number, config)`` and ``on_record(number, record)`` report progress.
+
+    Raises:
+        OSError: ``cost.jsonl`` could not be written (earlier records are kept whole).
+    """
+    records = []
+    for number, config in enumerate(configs, 1):
+        if on_start:
+            on_start(number, config)
+        record = measure_isolated(config, out_dir, command)
+        append_cost_record(out_dir, record)
+        records.append(record)
+        if on_record:
+            on_record(number, record)
+    return records

@@ -1,0 +1,151 @@
+"""``cost.jsonl``: what one ``bench cost`` measurement is (``CostConfig``) and what it found
+(``CostRecord``), appended crash-safely and read back tolerantly. Imports no TensorFlow.
+
+A cost record measures a backbone without training and without pretrained weights (random
+weights cost the same compute): its key holds every setting that changes the numbers, so
+a re-run of the same configuration supersedes the earlier record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from bench.records import _finite, append_line
+
+COST_FILE = "cost.jsonl"
+COST_SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CostConfig:
+    """One measurement: a backbone at one input size and batch size.
+
+    Attributes:
+        backbone: registry name.
+        image_size: side in pixels the backbone runs at.
+        batch_size: images per inference batch and per training step.
+        native_size: side of the images the model is fed (it resizes them to ``image_size``).
+        num_classes: width of the head's output.
+        dataset: where ``native_size`` and ``num_classes`` came from (``synthetic``,
+            ``cifar10`` or an image folder's name); the inputs are random either way.
+        precision: ``float32`` or ``mixed``.
+        jit_compile: XLA-compile the forward pass and the training steps.
+    """
+
+    backbone: str
+    image_size: int
+    batch_size: int
+    native_size: int = 32
+    num_classes: int = 10
+    dataset: str = "synthetic"
+    precision: str = "float32"
+    jit_compile: bool = False
+
+    @property
+    def key(self) -> str:
+        # The data's shape, not its name, changes the numbers (random inputs either way).
+        key = f"{self.backbone}/{self.image_size}px/batch{self.batch_size}/in{self.native_size}px-{self.num_classes}classes"
+        return key + ("/mixed" if self.precision == "mixed" else "") + ("/xla" if self.jit_compile else "")
+
+    @property
+    def file_stem(self) -> str:
+        return "cost__" + self.key.replace("/", "__")
+
+    def identity(self) -> dict:
+        return {"key": self.key, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CostRecord:
+    """Everything measured for one ``CostConfig``; ``None`` where a figure does not apply.
+
+    ``<stage>_train_images_per_second`` is one training step of what that stage trains:
+    the whole network (``baseline``), the head on pooled features (``transfer``), the
+    unfrozen top on the cut's activations (``finetune``), as the cached path trains them.
+    """
+
+    # identity
+    key: str
+    backbone: str
+    image_size: int
+    batch_size: int
+    native_size: int
+    num_classes: int
+    dataset: str
+    precision: str  # the requested setting; ``dtype_policy`` is the Keras policy that ran
+    jit_compile: bool
+    # outcome
+    status: str  # ok | failed
+    error: str = ""
+    dtype_policy: str = ""
+    stages: list = dataclasses.field(default_factory=list)  # the backbone's stages, measured
+    # inference, of the model the backbone's last stage deploys
+    infer_images_per_second: float | None = None
+    infer_spread: float | None = None  # (max - min) / median over the timed repeats
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    flops_per_image: float | None = None
+    total_params: int | None = None
+    # one training step per stage
+    baseline_train_images_per_second: float | None = None
+    transfer_train_images_per_second: float | None = None
+    finetune_train_images_per_second: float | None = None
+    baseline_trainable_params: int | None = None
+    transfer_trainable_params: int | None = None
+    finetune_trainable_params: int | None = None
+    # memory of the measuring process (its own spawned process)
+    peak_rss_mb: float | None = None
+    peak_anon_mb: float | None = None  # where bench.measure can tell (anonymous memory: no file pages)
+    peak_gpu_mb: float | None = None
+    wall_seconds: float | None = None
+    # environment
+    tf_version: str = ""
+    keras_version: str = ""
+    python_version: str = ""
+    cpu: str = ""
+    gpu: str = ""
+    hostname: str = ""
+    git_commit: str = ""
+    git_dirty: bool | None = None
+    started_at: str = ""
+    command: str = ""
+    schema: int = COST_SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(_finite(dataclasses.asdict(self)), allow_nan=False, default=str)
+
+
+COST_FIELDS = tuple(f.name for f in dataclasses.fields(CostRecord))
+
+
+def append_cost_record(out_dir: Path, record: CostRecord) -> None:
+    """One whole line in ``out_dir/cost.jsonl`` (locked, fsynced; see ``records.append_line``)."""
+    append_line(Path(out_dir) / COST_FILE, record.to_json())
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedCostRecords:
+    records: list[CostRecord]
+    bad_lines: int  # torn or malformed lines skipped
+
+
+def read_cost_records(path: Path) -> LoadedCostRecords:
+    """Every well-formed record of a ``cost.jsonl`` (or of the one in a folder); others counted."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / COST_FILE
+    records, bad = [], 0
+    if not path.exists():
+        return LoadedCostRecords([], 0)
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+                records.append(CostRecord(**{k: v for k, v in data.items() if k in COST_FIELDS}))
+            except (ValueError, TypeError):
+                bad += 1
+    return LoadedCostRecords(records, bad)

@@ -1,0 +1,95 @@
+"""Plot labels: points close together still get labels whose drawn boxes do not intersect."""
+
+import itertools
+
+import pandas as pd
+import pytest
+
+from bench import plots
+
+# Six cells whose points nearly coincide (as two stages of similar backbones do), and one far
+# away that stretches the axes so the six cluster.
+CLOSE = pd.DataFrame(
+    {
+        "backbone": ["efficientnet_b0", "efficientnet_b0", "mobilenet_v2", "mobilenet_v2", "resnet50", "resnet50", "small_cnn"],
+        "stage": ["transfer", "finetune"] * 3 + ["baseline"],
+        "image_size": [96, 96, 128, 128, 64, 64, 32],
+        "augment": ["flip", "flip", "flip", "flip-crop", "flip", "flip-crop", "flip-crop"],
+        "test_accuracy": [0.100, 0.101, 0.102, 0.100, 0.101, 0.099, 0.86],
+        "infer_images_per_second": [401.0, 405.0, 410.0, 398.0, 403.0, 407.0, 1306.0],
+        "train_seconds": [65.0, 66.0, 64.0, 65.5, 66.5, 64.5, 2035.0],
+        "cache_seconds": [0.0] * 7,
+    }
+)
+
+
+def _renderer(figure):
+    """A fresh Agg canvas for a figure that was saved and closed, drawn as the file was."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    figure.set_dpi(plots.DPI)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _drawn_label_boxes(monkeypatch, draw, tmp_path):
+    """Draw through the module's own save path; returns the boxes of the texts on the axes."""
+    figures = []
+    original = plots._save
+
+    def keep(figure, path, layout=True):
+        figures.append(figure)
+        return original(figure, path, layout)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    path = draw(CLOSE, tmp_path / "plot.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    figure = figures[0]
+    renderer = _renderer(figure)
+    texts = [t for axis in figure.axes for t in axis.texts if t.get_text()]
+    return figure, [t.get_window_extent(renderer) for t in texts]
+
+
+@pytest.mark.parametrize("draw", [plots.accuracy_vs_throughput, plots.accuracy_vs_cost])
+def test_labels_of_close_points_do_not_overlap(draw, monkeypatch, tmp_path):
+    figure, boxes = _drawn_label_boxes(monkeypatch, draw, tmp_path)
+    assert len(boxes) == len(CLOSE)
+    overlapping = [(a, b) for a, b in itertools.combinations(boxes, 2) if a.overlaps(b)]
+    assert not overlapping
+    page = figure.bbox
+    assert all(page.x0 <= b.x0 and b.x1 <= page.x1 and page.y0 <= b.y0 and b.y1 <= page.y1 for b in boxes)
+
+
+def test_the_same_points_labelled_at_one_fixed_offset_would_overlap():
+    """The check above can fail: these points, labelled the old way, collide."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    axis.scatter(CLOSE["infer_images_per_second"], 100 * CLOSE["test_accuracy"])
+    texts = [axis.annotate(f"{r.backbone} {r.image_size}px", (r.infer_images_per_second, 100 * r.test_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points") for r in CLOSE.itertuples()]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    plt.close(figure)
+    assert any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
+
+
+def test_cost_plot_labels_do_not_overlap(monkeypatch, tmp_path):
+    cost = pd.DataFrame(
+        {
+            "backbone": ["mobilenet_v2"] * 4 + ["efficientnet_b0"] * 2,
+            "image_size": [96, 96, 128, 128, 96, 96],
+            "batch_size": [32, 64, 32, 64, 32, 64],
+            "status": ["ok"] * 6,
+            "flops_per_image": [1.1e8, 1.1e8, 2.0e8, 2.0e8, 1.5e8, 1.5e8],
+            "infer_images_per_second": [350.0, 360.0, 300.0, 310.0, 320.0, 330.0],
+        }
+    )
+    figures = []
+    original = plots._save
+    monkeypatch.setattr(plots, "_save", lambda figure, path, layout=True: (figures.append(figure), original(figure, path, layout))[1])
+    plots.throughput_vs_gflops(cost, tmp_path / "cost.png")
+    renderer = _renderer(figures[0])
+    boxes = [t.get_window_extent(renderer) for t in figures[0].axes[0].texts if t.get_text()]
+    assert len(boxes) == 6 and not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
