@@ -10,11 +10,16 @@ matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench import files  # noqa: E402
+
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        with files.atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=110)
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import files
 from bench.stages import unfreeze_layers
 from bench.stats import STAGE_ORDER, grid_wall_minutes, load, records_frame, summarize, weights_label
 
@@ -309,30 +310,63 @@ def render_listing(specs, stages: dict, policies: dict) -> str:
     return "\n\n".join([_table(backbones), _table(stage_rows), _table(policy_rows)])
 
 
+def _bytes(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:,.1f} {unit}"
+    return f"{count} B"
+
+
+def _age(days: float) -> str:
+    return f"{days:.1f} d" if days >= 1 else f"{24 * days:.1f} h"
+
+
+def render_cache(listing, shown, now: float, removed: list | None = None) -> str:
+    """Text for ``bench cache``: totals by kind, then the ``shown`` entries, or what was removed."""
+    entries = listing.entries
+    parts = [f"cache {listing.folder}: {_bytes(listing.total_bytes)} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"]
+    if not listing.folder.exists():
+        parts[0] += " (the folder does not exist)"
+    kinds = {}
+    for entry in entries:
+        kinds.setdefault(entry.kind, []).append(entry)
+    if kinds:
+        totals = [{"kind": kind, "entries": len(group), "size": _bytes(sum(e.size_bytes for e in group)), "newest": _age(min(e.age_days(now) for e in group))} for kind, group in kinds.items()]
+        parts += ["", _table(totals)]
+    if removed is not None:
+        parts += ["", f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {_bytes(sum(e.size_bytes for e in removed))}"]
+    elif shown:
+        parts += ["", _table([{"kind": e.kind, "entry": e.path.name, "size": _bytes(e.size_bytes), "age": _age(e.age_days(now))} for e in shown])]
+    return "\n".join(parts)
+
+
 # --------------------------------------------------------------------------- files
 
 
 def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = None) -> list[Path]:
-    """Write README.md, summary.csv and plots into ``out_dir``, and the headline block into
-    ``project_readme`` between its markers where given; returns the paths written."""
+    """Write summary.csv, plots and README.md into ``out_dir``, then the headline block into
+    ``project_readme`` between its markers where given; returns the paths written.
+
+    Each file is written beside its place and renamed into it (``bench.files``), so a crash or
+    a full disk leaves the old file or the new one. README.md comes after the files it
+    describes: a reader who sees a new README sees the whole new set.
+
+    Raises:
+        OSError: a file could not be written; the files not yet replaced keep their old text.
+    """
     from bench import plots
 
     out_dir = Path(out_dir)
     records, bad = load([out_dir, *extra_inputs])
     frame = records_frame(records)
     summary = summarize(frame)
-    written = []
-    summary_csv = out_dir / "summary.csv"
-    summary.to_csv(summary_csv, index=False, float_format="%.6g")
-    written.append(summary_csv)
+    summary_csv = files.write_text(out_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     plot_paths = plots.write_plots(frame, summary, out_dir) if not summary.empty else []
-    readme = out_dir / "README.md"
     # A hand-written notes.md beside the records (dataset caveats, context) heads the report.
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
-    readme.write_text(render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes))
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes))
     written = [readme, summary_csv, *plot_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)
-        project_readme.write_text(splice_readme(project_readme.read_text(), render_headline(frame, summary)))
-        written.append(project_readme)
+        written.append(files.write_text(project_readme, splice_readme(project_readme.read_text(), render_headline(frame, summary))))
     return written
