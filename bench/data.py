@@ -134,8 +134,11 @@ def _image_files(class_dir: Path) -> list[Path]:
     Raises:
         UsageError: an image is a broken symbolic link.
     """
+    def unreadable(error: OSError):
+        raise UsageError(f"cannot list {error.filename}: {error.strerror}; fix its permissions or remove it")
+
     found, seen = [], set()
-    for folder, subfolders, names in os.walk(class_dir, followlinks=True):
+    for folder, subfolders, names in os.walk(class_dir, onerror=unreadable, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
             subfolders[:] = []

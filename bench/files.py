@@ -39,7 +39,8 @@ def atomic_path(path: Path):
     Raises:
         OSError: the temporary file could not be written or renamed (``path`` is untouched).
     """
-    path = Path(path)
+    # Through a symbolic link, not over it: a linked README stays a link to the new text.
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
     temporary = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
     try:
         yield temporary

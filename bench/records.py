@@ -17,6 +17,8 @@ import math
 import os
 from pathlib import Path
 
+from bench.errors import UsageError
+
 RUNS_FILE = "runs.jsonl"
 SCHEMA_VERSION = 1
 
@@ -208,7 +210,11 @@ def read_records(path: Path) -> LoadedRecords:
     records, bad = [], 0
     if not path.exists():
         return LoadedRecords([], 0)
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}; fix its permissions or move it aside") from None
+    with handle:
         for raw in handle:
             if not raw.strip():
                 continue

@@ -90,12 +90,20 @@ CASES = [
     ("report-readme-missing", lambda t: ["report", "--out", t / "out", "--readme", t / "nope.md"], r"--readme .*nope.md does not exist"),
     ("report-readme-no-markers", lambda t: ["report", "--out", t / "out", "--readme", _write(t / "R.md", "# Project\n")], r"no <!-- bench report: start -->"),
     ("compare-missing", lambda t: ["compare", t / "out", t / "nope"], r"nope does not exist"),
+    ("report-runs-file-unreadable", lambda t: ["report", "--out", _folder_as_runs_file(t)], r"cannot read .*runs.jsonl: Is a directory"),
+    ("compare-runs-file-unreadable", lambda t: ["compare", t / "out", _folder_as_runs_file(t)], r"cannot read .*runs.jsonl: Is a directory"),
     ("cache-older-than-negative", lambda t: ["cache", "--cache-dir", t / "cache", "--older-than", "-1"], r"number of days of 0 or more, got '-1'"),
     ("cache-older-than-nan", lambda t: ["cache", "--cache-dir", t / "cache", "--older-than", "nan"], r"number of days of 0 or more, got 'nan'"),
     ("cache-dir-is-a-file", lambda t: ["cache", "--cache-dir", t / "out" / RUNS_FILE], r"is a file, not a folder"),
     ("cache-clear-not-a-cache", lambda t: ["cache", "--cache-dir", t / "out", "--clear"], r"does not look like the harness's cache, so nothing is removed"),
     ("no-command", lambda t: [], r"the following arguments are required"),
 ]
+
+
+def _folder_as_runs_file(tmp):
+    """An output folder whose runs.jsonl is a folder: unreadable even as root."""
+    (tmp / "broken" / RUNS_FILE).mkdir(parents=True)
+    return tmp / "broken"
 
 
 def _write(path, text):
@@ -150,3 +158,4 @@ def test_data_dot_records_the_folders_real_name(tmp_path, monkeypatch):
     cells, _ = plan_cells(args, native_size=32)
     assert cells[0].data == str(root.resolve()) and cells[0].dataset_label == "data"
     assert cells[0].key.split("/")[5] == "data"
+

@@ -118,3 +118,11 @@ def test_full_disk_during_report_readme_keeps_the_users_readme(tmp_path):
     # Everything the report writes before the project README is whole and new.
     assert "## Winners" in (out / "README.md").read_text() and (out / "summary.csv").stat().st_size > 0
     assert _no_temporaries(out) and _no_temporaries(tmp_path)
+
+
+def test_a_linked_file_is_written_through_its_link(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "README.md").write_text("old")
+    (tmp_path / "README.md").symlink_to(tmp_path / "docs" / "README.md")
+    files.write_text(tmp_path / "README.md", "new")
+    assert (tmp_path / "README.md").is_symlink() and (tmp_path / "docs" / "README.md").read_text() == "new"
