@@ -2,9 +2,10 @@
 
 A cell's TensorFlow state, a segfault, an out-of-memory kill or a hang stays inside its
 child: the parent only sees a record (or the lack of one, which becomes a ``failed``
-record naming the signal or the timeout). A child never outlives the parent. ``classify`` is the one place that decides
-which kind of failure an exception is. This module does not import Keras: the child
-imports it before redirecting its output to the cell's log.
+record naming the signal or the timeout), and a child never outlives its parent.
+``classify`` is the one place that decides which kind of failure an exception is. This
+module does not import Keras: the child imports it before redirecting its output to the
+cell's log.
 """
 
 from __future__ import annotations
