@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 
 from backbones import get_backbone
-from bench import measure
+from bench import files, measure
 from bench.augment import get_policy
 from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
 from bench.features import FeatureCache, cached_inputs, mirror
@@ -97,7 +97,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     if recipe.name == "transfer":
         artifact = cell.head_artifact(out_dir)
         artifact.parent.mkdir(parents=True, exist_ok=True)
-        clf.head.save_weights(artifact)
+        with files.atomic_path(artifact) as temporary:  # its name keeps Keras's .weights.h5 suffix
+            clf.head.save_weights(temporary)
 
     # Evaluation, then cost measurements on the whole model.
     eval_start = time.perf_counter()

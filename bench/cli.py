@@ -1,4 +1,4 @@
-"""Command line: ``bench list``, ``bench run``, ``bench report``.
+"""Command line: ``bench list``, ``bench run``, ``bench report``, ``bench compare``, ``bench perf``, ``bench cache``.
 
 Everything the user gets wrong is caught here, before any cell runs: the message names the
 problem and the fix, the exit code is 2, and nothing is written.
@@ -12,15 +12,76 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 from backbones import BackboneLookupError, get_backbone, list_backbones
+from bench import files
 from bench.augment import POLICIES
 from bench.grid import Cell
 from bench.data import DEFAULT_CACHE_DIR
 from bench.errors import UsageError
 from bench.stages import PROFILES, STAGES
+
+
+# Inputs past this side make the activation cache and the batches huge (10,000 px: about
+# 90 GB of temporary files per variant) for no benchmark purpose; --allow-large-images lifts it.
+MAX_IMAGE_SIZE = 1024
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other error of the harness."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    # nan compares false with everything: without this check it would disable the limit.
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}; leave the option out for no limit")
+    return value
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of days of 0 or more, got {text!r}")
+    return value
+
+
+def _data_source(text: str) -> str:
+    """``cifar10``, ``synthetic``, or a folder's resolved path, so ``--data .`` records the folder's real name."""
+    if text in ("cifar10", "synthetic") or not Path(text).is_dir():
+        return text
+    return str(Path(text).resolve())
+
+
+def _check_image_sizes(sizes, allowed: bool, what: str = "--image-size {size}") -> None:
+    too_large = [size for size in sizes if size > MAX_IMAGE_SIZE]
+    if too_large and not allowed:
+        raise UsageError(
+            f"{what.format(size=too_large[0])} is over the {MAX_IMAGE_SIZE:,} px limit (activations and batches grow with the square of the side); "
+            f"pass {MAX_IMAGE_SIZE} or less, or --allow-large-images to run it anyway"
+        )
 
 
 def _positive_int(text: str) -> int:
@@ -105,8 +166,8 @@ def _override_problem(name: str, value) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Transfer-learning benchmark harness for CIFAR-10: backbones x training stages, with accuracy, speed and memory.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,compare,perf,cost,prefetch}")
+    parser = _Parser(prog="python -m bench", description="Transfer-learning benchmark harness for CIFAR-10: backbones x training stages, with accuracy, speed and memory.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,compare,perf,cost,prefetch,cache}")
 
     commands.add_parser("list", help="list backbones, stages and augmentation policies", description="List registered backbones (with their stages and default sizes), stages and augmentation policies.")
 
@@ -115,20 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every registered backbone with each of its stages, at default settings")
     which.add_argument("--backbone", nargs="+", metavar="NAME", help="backbones to run (see `python -m bench list`)")
     run.add_argument("--stage", nargs="+", metavar="NAME", choices=list(STAGES), help=f"stages to run, of {', '.join(STAGES)} (default: each backbone's own)")
-    run.add_argument("--data", default="cifar10", help="cifar10 (Keras download, default), synthetic, or an image-folder DIR with train/<class>/* and test/<class>/*")
+    run.add_argument("--data", type=_data_source, default="cifar10", help="cifar10 (Keras download, default), synthetic, or an image-folder DIR with train/<class>/* and test/<class>/*")
     run.add_argument("--profile", choices=sorted(PROFILES), default="full", help="quick: a few-minute pass on a data subset, 1 epoch; full: the stages' own recipe (default)")
     run.add_argument("--epochs", type=_positive_int, help="override every stage's epoch count")
-    run.add_argument("--image-size", type=_positive_int, nargs="+", metavar="PX", help="sizes the resizing stages run at, each its own cell (default: the backbone's)")
+    run.add_argument("--image-size", type=_positive_int, nargs="+", metavar="PX", help=f"sizes the resizing stages run at, each its own cell (default: the backbone's; at most {MAX_IMAGE_SIZE} unless --allow-large-images)")
+    run.add_argument("--allow-large-images", action="store_true", help=f"allow image sizes over {MAX_IMAGE_SIZE} px (memory and the activation cache grow with the square of the side)")
     run.add_argument("--augment", nargs="+", metavar="POLICY", choices=sorted(POLICIES), help=f"augmentation policies, each its own cell, of {', '.join(POLICIES)} (default: each stage's own)")
     run.add_argument("--batch-size", type=_positive_int, help="override every stage's batch size")
     run.add_argument("--unfreeze-layers", type=_positive_int, metavar="N", help="finetune: how many of the backbone's last weight layers train (default: the backbone's own setting, see `bench list`, else 4)")
     run.add_argument("--weights", help="imagenet, none, a DIR holding <backbone>.weights.h5, or one .weights.h5 FILE for a single backbone (default: imagenet; none with --data synthetic, whose images are not natural ones)")
-    run.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    run.add_argument("--seed", type=_non_negative_int, default=0, help="first seed, 0 or more (default 0)")
     run.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N", help="one number N: run each cell with seeds --seed, --seed+1, ... (N of them; default 1); several numbers: exactly those seeds")
     run.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved out, stratified, for validation (default 0.1)")
     run.add_argument("--out", type=Path, default=Path("out"), help="output folder for runs.jsonl and the report (default ./out)")
     run.add_argument("--resume", action="store_true", help="skip cells that already have an ok record in OUT")
-    run.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="kill a cell that runs longer and record it failed (default: no limit)")
+    run.add_argument("--cell-timeout", type=_positive_seconds, metavar="SECONDS", help="kill a cell that runs longer and record it failed (default: no limit)")
     run.add_argument("--no-cache", action="store_true", help="train frozen stages on images end to end instead of on cached activations")
     run.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"activation and dataset cache (default {DEFAULT_CACHE_DIR}, or $BENCH_CACHE_DIR)")
     run.add_argument("--executor", choices=["local", "ray"], default="local", help="local: cells one after another here (default); ray: one Ray task per cell")
@@ -155,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any regression is found")
 
     perf = commands.add_parser("perf", help="time cached against uncached training paths and print the speed-ups", description="In one process, on the same data, time the uncached and cached paths of transfer and finetune (cold cache) and print each speed-up as a ratio; also writes OUT/perf.md.")
-    perf.add_argument("--data", default="cifar10", help="cifar10 (default), synthetic, or an image-folder DIR")
+    perf.add_argument("--data", type=_data_source, default="cifar10", help="cifar10 (default), synthetic, or an image-folder DIR")
     perf.add_argument("--backbone", default="mobilenet_v2", help="backbone to time (default mobilenet_v2)")
-    perf.add_argument("--image-size", type=_positive_int, help="side the backbone runs at (default: the backbone's)")
+    perf.add_argument("--image-size", type=_positive_int, help=f"side the backbone runs at (default: the backbone's; at most {MAX_IMAGE_SIZE} unless --allow-large-images)")
+    perf.add_argument("--allow-large-images", action="store_true", help=f"allow an image size over {MAX_IMAGE_SIZE} px")
     perf.add_argument("--epochs", type=_positive_int, default=10, help="epochs of each training (default 10)")
     perf.add_argument("--augment", choices=sorted(POLICIES), default="none", help="policy for both paths (default none, the write-up's recipe; flip doubles what the cache computes)")
     perf.add_argument("--weights", default="none", help="imagenet, none (default: timing does not depend on the weights' values), or a weights FILE")
@@ -190,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     prefetch.add_argument("--to", type=Path, required=True, metavar="DIR", help="the folder to fill; becomes KERAS_HOME on the offline machines (it must be writable there too: Keras falls back to /tmp/.keras otherwise)")
     prefetch.add_argument("--backbone", nargs="+", metavar="NAME", help="backbones whose ImageNet weights to fetch (default: every backbone that has them)")
     prefetch.add_argument("--image-size", type=_positive_int, nargs="+", metavar="PX", help="sizes they will run at (default: each backbone's own); MobileNetV2 keeps one file per size")
+    cache = commands.add_parser("cache", help="show the cache's size and entries; clear it", description="Show the cache folder's total size and its entries by kind (datasets/, features/) with sizes on disk and ages; --clear removes them (all, or those --older-than DAYS).")
+    cache.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"the cache folder (default {DEFAULT_CACHE_DIR}, or $BENCH_CACHE_DIR)")
+    cache.add_argument("--clear", action="store_true", help="remove the entries: all of them, or with --older-than only those")
+    cache.add_argument("--older-than", type=_days, metavar="DAYS", help="only entries last written more than DAYS days ago (listed, or removed with --clear)")
 
     report = commands.add_parser("report", help="write tables, CSV and plots from runs.jsonl", description="Write README.md, summary.csv and PNG plots into OUT from the records alone.")
     report.add_argument("--out", type=Path, default=Path("out"), help="folder to write the report into (default ./out); its runs.jsonl is read too")
@@ -372,8 +439,14 @@ def _check_out_dir(out: Path, flag: str = "--out") -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create {flag} folder {out}: {error.strerror}; pick a writable folder") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} folder {out} is not writable; pick a writable folder or fix its permissions")
+    # Create a file rather than ask os.access: root passes every permission check, and
+    # /proc or a read-only mount refuse files whatever the mode bits say.
+    try:
+        probe, name = tempfile.mkstemp(dir=out, prefix=".bench-write-probe-")
+        os.close(probe)
+        os.unlink(name)
+    except OSError as error:
+        raise UsageError(f"{flag} folder {out} is not writable ({error.strerror}); pick a writable folder or fix its permissions") from None
 
 
 def _validate_data(args):
@@ -399,8 +472,11 @@ def cmd_run(args, argv=None) -> int:
 
     if args.all and args.stage:
         raise UsageError("--all runs each backbone's own stages; drop --stage, or name backbones with --backbone")
+    _check_image_sizes(args.image_size or [], args.allow_large_images)
     native_size = _validate_data(args)
     cells, notes = plan_cells(args, native_size)
+    # A stage at the images' own size (baseline) can be over the limit without --image-size.
+    _check_image_sizes([c.image_size for c in cells if c.image_size == native_size], args.allow_large_images, "the images' own size in --data, {size} px,")
     if args.shard:
         cells = shard_cells(cells, *args.shard)
     _check_out_dir(args.out)
@@ -418,12 +494,30 @@ def cmd_run(args, argv=None) -> int:
     )
     if result.write_error:
         return 1
-    paths = report.write_report(args.out)
+    paths = _write_report(args.out)
+    if paths is None:
+        return 1
     print(f"report: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     if result.failed:
         print(f"{result.failed} of {len(result.records)} cells failed; see the error column in {args.out}/README.md and logs in {args.out}/logs/", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_report(out: Path, **options) -> list[Path] | None:
+    """``report.write_report``; a full disk or a read-only folder is one line on stderr and None."""
+    from bench import report
+
+    try:
+        return report.write_report(out, **options)
+    except OSError as error:
+        # Every file is replaced whole or not at all (bench.files): say so, not a traceback.
+        print(
+            f"error: could not write the report into {out}: {error.strerror or error}; every file keeps its old or its whole new text "
+            f"and runs.jsonl is intact; free space or fix permissions, then rerun `python -m bench report --out {out}`",
+            file=sys.stderr,
+        )
+        return None
 
 
 def cmd_report(args) -> int:
@@ -441,7 +535,9 @@ def cmd_report(args) -> int:
             report.splice_readme(args.readme.read_text(), "")
         except ValueError as error:
             raise UsageError(f"--readme {args.readme}: {error}") from None
-    paths = report.write_report(args.out, extra_inputs=args.inputs, project_readme=args.readme)
+    paths = _write_report(args.out, extra_inputs=args.inputs, project_readme=args.readme)
+    if paths is None:
+        return 1
     print(f"report: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0
 
@@ -462,6 +558,7 @@ def cmd_perf(args) -> int:
     from bench import perf, report
 
     spec = get_backbone(args.backbone)
+    _check_image_sizes([args.image_size] if args.image_size else [], args.allow_large_images)
     if not {"transfer", "finetune"} <= set(spec.stages):
         raise UsageError(f"perf times transfer and finetune; {spec.name} runs only {', '.join(spec.stages)}; pick another --backbone")
     _check_out_dir(args.out)
@@ -474,7 +571,36 @@ def cmd_perf(args) -> int:
     comparisons = perf.compare_paths(args.data, spec.name, size, args.epochs, args.augment, args.weights, args.cache_dir, log=sys.stderr)
     text = report.render_perf(comparisons)
     print(text)
-    (args.out / "perf.md").write_text(text + "\n")
+    try:
+        files.write_text(args.out / "perf.md", text + "\n")
+    except OSError as error:
+        print(f"error: could not write {args.out / 'perf.md'}: {error.strerror or error}; the ratios are printed above; free space and rerun", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_cache(args) -> int:
+    import time
+
+    from bench import cache_admin, report
+
+    if args.cache_dir.exists() and not args.cache_dir.is_dir():
+        raise UsageError(f"--cache-dir {args.cache_dir} is a file, not a folder; pass the cache folder (default {DEFAULT_CACHE_DIR})")
+    listing, now = cache_admin.list_cache(args.cache_dir), time.time()
+    chosen = cache_admin.select(listing, args.older_than, now)
+    if not args.clear:
+        print(report.render_cache(listing, chosen, now))
+        return 0
+    if listing.entries and not listing.looks_like_a_cache:
+        raise UsageError(
+            f"--cache-dir {args.cache_dir} holds none of {', '.join(k + '/' for k in cache_admin.KNOWN_KINDS)}: it does not look like the "
+            "harness's cache, so nothing is removed; pass the cache folder"
+        )
+    try:
+        cache_admin.remove(chosen)
+    except OSError as error:
+        raise UsageError(f"cannot remove {error.filename}: {error.strerror}; fix its permissions or remove it by hand") from None
+    print(report.render_cache(cache_admin.list_cache(args.cache_dir), [], now, removed=chosen))
     return 0
 
 
@@ -568,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, argv)
         if args.command == "cost":
             return cmd_cost(args, argv)
-        return {"list": cmd_list, "report": cmd_report, "compare": cmd_compare, "perf": cmd_perf, "prefetch": cmd_prefetch}[args.command](args)
+        return {"list": cmd_list, "report": cmd_report, "compare": cmd_compare, "perf": cmd_perf, "prefetch": cmd_prefetch, "cache": cmd_cache}[args.command](args)
     except (UsageError, BackboneLookupError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"error: {message}", file=sys.stderr)

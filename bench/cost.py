@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import signal
 import time
 import traceback
 from pathlib import Path
 
 from bench.cost_records import CostConfig, CostRecord, append_cost_record
+from bench.isolation import describe_exit, die_with_parent
 
 # Modest repeats: `bench cost --all` at default sizes must finish in 3 minutes on 2 cores.
 INFER_BATCHES = 2  # batches per timed inference repeat
@@ -126,24 +126,10 @@ def failed_cost_record(config: CostConfig, error: str, command: str = "", **extr
     return CostRecord(**config.identity(), status="failed", error=error, command=command, **extra)
 
 
-def _die_with_parent() -> None:
-    """Have the kernel kill this process when its parent dies (Linux), so a killed ``bench
-    cost`` leaves no orphan burning the CPU for a record nobody will write."""
-    import ctypes
-    import os
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return  # not Linux: the orphan finishes its measurement, then fails to send it
-    if os.getppid() == 1:  # the parent died before the request
-        os._exit(1)
-
-
 def _child_main(config: CostConfig, command: str, log_file: Path, conn) -> None:
     import os
 
-    _die_with_parent()
+    die_with_parent()
     # TensorFlow writes to the C-level stdout/stderr: both go to the configuration's log.
     with open(log_file, "ab", buffering=0) as log:
         os.dup2(log.fileno(), 1)
@@ -179,13 +165,7 @@ def measure_isolated(config: CostConfig, out_dir: Path, command: str = "") -> Co
             child.join(30)
     if record is not None:
         return record
-    code = child.exitcode
-    if code == -signal.SIGKILL:
-        reason = "out of memory (probably): killed by signal SIGKILL"
-    elif code is not None and code < 0:
-        reason = f"killed by signal {signal.Signals(-code).name}"
-    else:
-        reason = f"exited with code {code} without a record"
+    reason = describe_exit(child.exitcode)
     return failed_cost_record(config, f"{reason}; see {log_file}", command, wall_seconds=time.perf_counter() - start)
 
 

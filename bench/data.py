@@ -6,16 +6,18 @@ stratified and seeded; the test split is only ever evaluated, never used for a c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import UsageError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "bench"))
 
 
@@ -123,14 +125,43 @@ def make_synthetic(train_per_class: int = 60, test_per_class: int = 20, num_clas
     return RawData("synthetic", tuple(f"class_{i}" for i in range(num_classes)), x_train, y_train, x_test, y_test)
 
 
+def _image_files(class_dir: Path) -> list[Path]:
+    """Every image below a class folder, sub-folders included, sorted by relative path.
+
+    Nested folders are read, not dropped: ``train/cat/indoor/1.png`` is a ``cat``. A
+    symbolic link to a folder is followed once (a link loop is not walked again).
+
+    Raises:
+        UsageError: an image is a broken symbolic link.
+    """
+    def unreadable(error: OSError):
+        raise UsageError(f"cannot list {error.filename}: {error.strerror}; fix its permissions or remove it")
+
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(class_dir, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        for name in names:
+            path = Path(folder) / name
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if not path.exists():
+                raise UsageError(f"image {path} is a broken symbolic link (to {os.readlink(path)}); remove the link or restore its target")
+            found.append(path)
+    # Sorted by name: nothing downstream may depend on the order files were written in.
+    return sorted(found, key=lambda p: p.relative_to(class_dir).parts)
+
+
 def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
     split_dir = root / split
     if not split_dir.is_dir():
         raise UsageError(f"data folder {root} has no {split}/ subfolder; expected {root}/train/<class>/* and {root}/test/<class>/*")
     classes = {}
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        # Sorted by name: nothing downstream may depend on the order files were written in.
-        classes[class_dir.name] = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        classes[class_dir.name] = _image_files(class_dir)
     if not classes or not any(classes.values()):
         raise UsageError(f"data folder {split_dir} holds no images; expected {split_dir}/<class>/*.jpg (or .png)")
     empty = [name for name, files in classes.items() if not files]
@@ -139,19 +170,68 @@ def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
     return classes
 
 
-def _decode(files: list[Path], size: tuple[int, int] | None) -> np.ndarray:
+@contextlib.contextmanager
+def _open_image(file: Path):
+    """``PIL.Image.open``, with every way a file can be unreadable turned into one line naming it."""
     from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit: refuse those too, before decoding.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                yield image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UsageError(
+            f"image {file} is too large to decode safely ({error}); shrink it below {Image.MAX_IMAGE_PIXELS:,} pixels or remove it"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise UsageError(f"cannot read image {file}: {error}; delete or replace the file") from None
+
+
+def _to_rgb(image, file: Path) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` of a Pillow image of any mode.
+
+    Pillow's own conversion clips wide modes (a 16-bit PNG becomes almost white), so they
+    are scaled: 16-bit (``I;16*``, and ``I`` holding 16-bit values) by 255/65535; float
+    (``F``) from 0-1 by 255, or taken as is where values reach past 1 (0-255). Transparent
+    images (alpha, or a palette or colour with a transparent entry) are composited over white.
+    """
+    from PIL import Image
+
+    mode = image.mode
+    if mode == "I" or mode.startswith("I;16") or mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if mode == "F":
+            scale = 255.0 if high <= 1.0 else 1.0
+            if low < 0 or high * scale > 255:
+                raise UsageError(f"image {file} holds float values from {low:g} to {high:g}; expected 0-1 or 0-255; rescale it")
+        else:
+            if low < 0 or high > 65535:
+                raise UsageError(f"image {file} holds {mode} values from {low:g} to {high:g}, beyond 16 bits; convert it to 8 or 16 bits")
+            scale = 255.0 / 65535.0
+        gray = np.rint(values * scale).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _decode(files: list[Path], size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image
 
     images = []
     for file in files:
-        try:
-            with Image.open(file) as image:
-                image = image.convert("RGB")
-                if size and image.size != size:
-                    image = image.resize(size, Image.BILINEAR)
-                images.append(np.asarray(image, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise UsageError(f"cannot read image {file}: {error}; delete or replace the file") from None
+        with _open_image(file) as image:
+            try:
+                pixels = _to_rgb(image, file)
+            except (OSError, SyntaxError, ValueError) as error:  # truncated data, or a mode Pillow cannot convert
+                raise UsageError(f"cannot read image {file} (mode {image.mode}): {error}; delete or replace the file") from None
+        if size and (pixels.shape[1], pixels.shape[0]) != size:
+            pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR), dtype=np.uint8)
+        images.append(pixels)
     return np.stack(images)
 
 
@@ -159,18 +239,14 @@ def _common_size(files: list[Path]) -> tuple[int, int]:
     """The most common (width, height); other sizes are resized to it.
 
     Raises:
-        UsageError: an image is unreadable, or its shape is too far from the common one for
-            a resize to keep it recognisable (aspect ratio off by more than 2x, or under 8 px).
+        UsageError: an image is unreadable or too large to decode safely, or its shape is too
+            far from the common one for a resize to keep it recognisable (aspect ratio off by
+            more than 2x, or under 8 px).
     """
-    from PIL import Image, UnidentifiedImageError
-
     sizes: dict[tuple[int, int], list[Path]] = {}
     for file in files:
-        try:
-            with Image.open(file) as image:
-                sizes.setdefault(image.size, []).append(file)
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise UsageError(f"cannot read image {file}: {error}; delete or replace the file") from None
+        with _open_image(file) as image:
+            sizes.setdefault(image.size, []).append(file)
     # Ties broken by size itself, not by which file came first.
     common = max(sizes, key=lambda s: (len(sizes[s]), s))
     common_ratio = common[0] / common[1]
@@ -246,18 +322,20 @@ def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) 
     return np.sort(np.concatenate(picked))
 
 
-def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(labels: np.ndarray, fraction: float, seed: int, class_labels: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded (train_indices, val_indices) of one labelled split.
 
     Raises:
-        UsageError: a class has too few images to put at least one in each part.
+        UsageError: a class has too few images to put at least one in each part; named by
+            ``class_labels`` where given (for an image folder, its class folder).
     """
     rng = np.random.default_rng(seed)
     train_parts, val_parts = [], []
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))
         if len(members) < 2:
-            raise UsageError(f"class {c} has {len(members)} training image(s): at least 2 are needed to carve a validation split; add images")
+            name = class_labels[c] if c < len(class_labels) else f"class {c}"
+            raise UsageError(f"{name} has {len(members)} training image(s) in use: at least 2 are needed to carve a validation split; add images")
         n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
         val_parts.append(members[:n_val])
         train_parts.append(members[n_val:])
@@ -280,7 +358,10 @@ def prepare(raw: RawData, seed: int, val_fraction: float = 0.1, train_images: in
     if test_images and test_images < len(y_test):
         keep = stratified_subset(y_test, test_images, rng)
         x_test, y_test = x_test[keep], y_test[keep]
-    train_index, val_index = split_validation(y_train, val_fraction, seed)
+    # An image folder's class is a folder the user can open; other sources' classes are names.
+    folder = Path(raw.name) if Path(raw.name).is_absolute() else None
+    class_labels = tuple(f"class folder {folder / 'train' / name}" if folder else f"class {name!r}" for name in raw.class_names)
+    train_index, val_index = split_validation(y_train, val_fraction, seed, class_labels)
     return Dataset(raw.name, raw.class_names, x_train, y_train, train_index, val_index, x_test, y_test)
 
 

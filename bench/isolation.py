@@ -2,15 +2,17 @@
 
 A cell's TensorFlow state, a segfault, an out-of-memory kill or a hang stays inside its
 child: the parent only sees a record (or the lack of one, which becomes a ``failed``
-record naming the signal or the timeout). ``classify`` is the one place that decides
-which kind of failure an exception is. This module does not import Keras: the child
-imports it before redirecting its output to the cell's log.
+record naming the signal or the timeout), and a child never outlives its parent.
+``classify`` is the one place that decides which kind of failure an exception is. This
+module does not import Keras: the child imports it before redirecting its output to the
+cell's log.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -46,9 +48,41 @@ def run_cell_safely(cell: Cell, out_dir: Path, cache_dir: Path) -> Record:
         return failed_record(cell, classify(error), f"{type(error).__name__}: {error}"[:2000] + f"\n{tail[-1500:]}")
 
 
+def die_with_parent(use_prctl: bool = sys.platform.startswith("linux")) -> None:
+    """Make this child process (a cell, a cost measurement) end when the process that spawned it ends, even by kill -9.
+
+    Without it an orphaned cell runs on under init: it writes artifacts, its record is lost,
+    and ``--cell-timeout`` no longer applies. Linux's ``PR_SET_PDEATHSIG`` has the kernel
+    send SIGKILL (even to a cell stuck in native code); elsewhere a watchdog thread waits on
+    the sentinel pipe multiprocessing keeps to the parent, which closes when the parent dies.
+    """
+    import os
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if use_prctl:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is None:
+        return
+    # The parent may have died before prctl ran: then nothing would ever signal us.
+    if os.getppid() != parent.pid:
+        os._exit(1)
+
+    def watch() -> None:
+        parent.join()  # returns once the parent's end of the sentinel pipe closes
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    threading.Thread(target=watch, name="parent watchdog", daemon=True).start()
+
+
 def _child_main(cell: Cell, out_dir: Path, cache_dir: Path, log_file: Path, conn) -> None:
     import os
 
+    die_with_parent()
     # TensorFlow writes to the C-level stdout/stderr: send both to the cell's log file.
     with open(log_file, "ab", buffering=0) as log:
         os.dup2(log.fileno(), 1)
@@ -56,6 +90,57 @@ def _child_main(cell: Cell, out_dir: Path, cache_dir: Path, log_file: Path, conn
     record = run_cell_safely(cell, out_dir, cache_dir)
     conn.send(record)
     conn.close()
+
+
+def _read_counter(path: Path, name: str) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            field, _, value = line.partition(" ")
+            if field == name:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def oom_kill_count(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's memory cgroup.
+
+    cgroup v2: ``oom_kill`` in ``memory.events``; v1: in ``memory.oom_control``. Tried at the
+    cgroup's own path and at the mount's root (a container sees its own cgroup there). None
+    where neither exists (no cgroups, macOS): a SIGKILL then counts as of unknown cause.
+    """
+    candidates = []
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        if line.count(":") < 2:
+            continue
+        _, controllers, group = line.split(":", 2)
+        group = group.lstrip("/")
+        if controllers == "":
+            candidates += [root / group / "memory.events", root / "unified" / group / "memory.events", root / "memory.events"]
+        elif "memory" in controllers.split(","):
+            candidates += [root / "memory" / group / "memory.oom_control", root / "memory" / "memory.oom_control"]
+    for path in candidates:
+        count = _read_counter(path, "oom_kill")
+        if count is not None:
+            return count
+    return None
+
+
+def exit_failure(exitcode: int | None, oom_kills_before: int | None, oom_kills_after: int | None) -> tuple[str, str]:
+    """(failure kind, reason) of a child that ended without a record.
+
+    Only a SIGKILL the kernel counted as an OOM kill is ``oom`` (which the sweep retries at a
+    smaller batch); a SIGKILL of unknown cause, a user's ``kill -9`` say, is ``signal``.
+    """
+    reason = describe_exit(exitcode)
+    if exitcode == -signal.SIGKILL and None not in (oom_kills_before, oom_kills_after) and oom_kills_after > oom_kills_before:
+        return "oom", f"out of memory: {reason}; the kernel's OOM killer ran (cgroup oom_kill {oom_kills_before} -> {oom_kills_after})"
+    return ("signal" if (exitcode or 0) < 0 else "exception"), reason
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -85,6 +170,7 @@ def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: fl
     log_file.parent.mkdir(parents=True, exist_ok=True)
     child = context.Process(target=_child_main, args=(cell, out_dir, cache_dir, log_file, send), name=f"cell {cell.key}")
     start = time.perf_counter()
+    oom_kills_before = oom_kill_count()
     child.start()
     send.close()
     record, timed_out = None, False
@@ -104,10 +190,7 @@ def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: fl
     seconds = time.perf_counter() - start
     if timed_out:
         failure, reason = "timeout", f"timeout: no result after {timeout_seconds:.0f} s (--cell-timeout); the cell was killed"
-    elif child.exitcode == -signal.SIGKILL:
-        # The kernel's OOM killer sends SIGKILL; so the sweep retries at half the batch size.
-        failure, reason = "oom", f"out of memory (probably): {describe_exit(child.exitcode)}"
     else:
-        failure, reason = "signal" if (child.exitcode or 0) < 0 else "exception", describe_exit(child.exitcode)
+        failure, reason = exit_failure(child.exitcode, oom_kills_before, oom_kill_count())
     tail = _tail(log_file)
     return failed_record(cell, failure, reason + (f"\n{tail}" if tail else ""), wall_seconds=seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -12,7 +11,7 @@ matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.records import write_atomic  # noqa: E402
+from bench import files  # noqa: E402
 
 DPI = 110
 
@@ -21,10 +20,11 @@ def _save(figure, path: Path, layout: bool = True) -> Path:
     """Write the figure whole (beside, then renamed); ``layout=False`` keeps placed labels where they are."""
     if layout:
         figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=DPI, format="png")
-    plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    try:
+        with files.atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=DPI, format="png")
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -1,18 +1,23 @@
 """Run records: one flat JSON line per cell in ``runs.jsonl``, appended crash-safely.
 
-Appends are whole lines written with one ``write`` call under an exclusive ``flock``, then
-flushed and fsynced, so two ``bench run`` processes can share a folder and a kill at any
-moment leaves every earlier line intact. Readers skip (and count) a torn or malformed line.
+Appends are whole lines written under an exclusive ``flock`` and fsynced; a write that
+fails part-way is cut back at the file-descriptor level, so two ``bench run`` processes can
+share a folder and a kill or a full disk at any moment leaves every earlier line intact.
+Readers skip (and count) a line that is torn, is not a JSON object, or does not fit the
+schema (a wrong type, or an ``ok`` record missing a measured number).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import math
 import os
 from pathlib import Path
+
+from bench.errors import UsageError
 
 RUNS_FILE = "runs.jsonl"
 SCHEMA_VERSION = 1
@@ -161,46 +166,37 @@ def append_record(out_dir: Path, record: Record) -> None:
 
 
 def append_line(path: Path, text: str) -> None:
-    """Append ``text`` as one whole line, under a lock, flushed and fsynced.
+    """Append ``text`` as one whole line, under a lock, fsynced.
+
+    The line goes out through unbuffered ``os.write`` calls, so a short write (a full disk,
+    a file-size limit) is seen where it happens, and the file is cut back to its old length
+    with ``os.ftruncate``: a buffered file would try to flush the fragment again first.
 
     Raises:
         OSError: the folder is not writable or the disk is full; the file keeps every
-            earlier line (a partial write is truncated away).
+            earlier line and nothing of this one.
     """
     line = (text + "\n").encode()
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            start = handle.seek(0, os.SEEK_END)
-            try:
-                # A torn last line (a writer killed mid-write) must not swallow this record.
-                if start and os.pread(handle.fileno(), 1, start - 1) != b"\n":
-                    line = b"\n" + line
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
-            except OSError:
-                # Never leave half a line behind for the next append to glue onto.
-                handle.truncate(start)
-                raise
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` whole: written beside it, fsynced, then renamed over it,
-    so a crash leaves the old file or the new one, never a part."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    handle = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        start = os.fstat(handle).st_size
+        try:
+            # A torn last line (a writer killed mid-write) must not swallow this record.
+            if start and os.pread(handle, 1, start - 1) != b"\n":
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                view = view[os.write(handle, view) :]
+            os.fsync(handle)
+        except OSError:
+            # Never leave half a line behind for the next append to glue onto.
+            with contextlib.suppress(OSError):
+                os.ftruncate(handle, start)
+                os.fsync(handle)
+            raise
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,24 +205,63 @@ class LoadedRecords:
     bad_lines: int  # torn or malformed lines skipped
 
 
+# An ok record without these numbers cannot be summarised: readers skip it as malformed.
+OK_REQUIRED_NUMBERS = (
+    "test_accuracy", "val_accuracy", "epochs", "train_seconds", "wall_seconds", "train_images_per_second", "infer_images_per_second",
+    "infer_batch_size", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "total_params", "trainable_params",
+)  # fmt: skip
+STATUSES = ("ok", "failed")
+_JSON_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,), "None": (type(None),)}
+# Each field's accepted JSON types, from its annotation ("float | None" -> int, float, None).
+_FIELD_TYPES = {f.name: tuple(t for part in str(f.type).split("|") for t in _JSON_TYPES[part.strip()]) for f in dataclasses.fields(Record)}
+
+
+def parse_record(data) -> Record | None:
+    """The record a parsed JSON line holds, or None when it is not one readers can use.
+
+    A line may be valid JSON and still no record: not an object, a field of the wrong type,
+    an unknown status, or an ``ok`` record missing a number every summary needs.
+    """
+    if not isinstance(data, dict):
+        return None
+    known = {k: v for k, v in data.items() if k in RECORD_FIELDS}
+    if any(not isinstance(value, _FIELD_TYPES[name]) for name, value in known.items()):
+        return None
+    known = _upgrade(known)
+    if known.get("status") not in STATUSES or not all(isinstance(epoch, dict) for epoch in known.get("history", [])):
+        return None
+    if known["status"] == "ok" and not all(isinstance(known.get(name), (int, float)) and math.isfinite(known[name]) for name in OK_REQUIRED_NUMBERS):
+        return None
+    try:
+        return Record(**known)
+    except TypeError:  # a field without a default is missing
+        return None
+
+
 def read_records(path: Path) -> LoadedRecords:
-    """Every well-formed record of a ``runs.jsonl`` file (or a folder holding one)."""
+    """Every well-formed record of a ``runs.jsonl`` file (or a folder holding one); the rest are counted."""
     path = Path(path)
     if path.is_dir():
         path = path / RUNS_FILE
     records, bad = [], 0
     if not path.exists():
         return LoadedRecords([], 0)
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}; fix its permissions or move it aside") from None
+    with handle:
         for raw in handle:
             if not raw.strip():
                 continue
             try:
-                data = _upgrade(json.loads(raw))
-                known = {k: v for k, v in data.items() if k in RECORD_FIELDS}
-                records.append(Record(**known))
-            except (ValueError, TypeError):
+                record = parse_record(json.loads(raw))
+            except ValueError:  # torn or not JSON (UnicodeDecodeError is a ValueError too)
+                record = None
+            if record is None:
                 bad += 1
+            else:
+                records.append(record)
     return LoadedRecords(records, bad)
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import files
 from bench.stages import unfreeze_layers
-from bench.records import write_atomic
 from bench.stats import STAGE_ORDER, grid_wall_minutes, load, load_cost, records_frame, summarize, weights_label
 
 # --------------------------------------------------------------------------- formatting
@@ -472,16 +472,54 @@ def write_cost_report(out_dir: Path, cost: pd.DataFrame | None = None, bad_lines
         return []
     plot = plots.throughput_vs_gflops(cost, out_dir / COST_PLOT)
     markdown = out_dir / COST_MARKDOWN
-    write_atomic(markdown, (render_cost(cost, bad_lines, plot.name) + "\n").encode())
+    files.write_text(markdown, render_cost(cost, bad_lines, plot.name) + "\n")
     return [markdown, plot]
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:,.1f} {unit}"
+    return f"{count} B"
+
+
+def _age(days: float) -> str:
+    return f"{days:.1f} d" if days >= 1 else f"{24 * days:.1f} h"
+
+
+def render_cache(listing, shown, now: float, removed: list | None = None) -> str:
+    """Text for ``bench cache``: totals by kind, then the ``shown`` entries, or what was removed."""
+    entries = listing.entries
+    parts = [f"cache {listing.folder}: {_bytes(listing.total_bytes)} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"]
+    if not listing.folder.exists():
+        parts[0] += " (the folder does not exist)"
+    kinds = {}
+    for entry in entries:
+        kinds.setdefault(entry.kind, []).append(entry)
+    if kinds:
+        totals = [{"kind": kind, "entries": len(group), "size": _bytes(sum(e.size_bytes for e in group)), "newest": _age(min(e.age_days(now) for e in group))} for kind, group in kinds.items()]
+        parts += ["", _table(totals)]
+    if removed is not None:
+        parts += ["", f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {_bytes(sum(e.size_bytes for e in removed))}"]
+    elif shown:
+        parts += ["", _table([{"kind": e.kind, "entry": e.path.name, "size": _bytes(e.size_bytes), "age": _age(e.age_days(now))} for e in shown])]
+    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------- files
 
 
 def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = None) -> list[Path]:
-    """Write README.md, summary.csv and plots into ``out_dir``, and the headline block into
-    ``project_readme`` between its markers where given; returns the paths written."""
+    """Write summary.csv, plots and README.md into ``out_dir``, then the headline block into
+    ``project_readme`` between its markers where given; returns the paths written.
+
+    Each file is written beside its place and renamed into it (``bench.files``), so a crash or
+    a full disk leaves the old file or the new one. README.md comes after the files it
+    describes: a reader who sees a new README sees the whole new set.
+
+    Raises:
+        OSError: a file could not be written; the files not yet replaced keep their old text.
+    """
     from bench import plots
 
     out_dir = Path(out_dir)
@@ -490,22 +528,18 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     summary = distinguish_labels(summarize(frame))
     if not summary.empty:
         summary["settings"] = [settings(row) for row in summary.itertuples()]
-    written = []
-    summary_csv = out_dir / "summary.csv"
-    summary.to_csv(summary_csv, index=False, float_format="%.6g")
-    written.append(summary_csv)
+    summary_csv = files.write_text(out_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     plot_paths = plots.write_plots(frame, summary, out_dir) if not summary.empty else []
     # `bench cost` records found among the inputs get a section of their own, cost.md and a plot.
     cost, cost_bad = load_cost([out_dir, *extra_inputs])
     cost_paths = write_cost_report(out_dir, cost, cost_bad)
     cost_block = cost_section(cost, cost_bad, COST_PLOT) if cost_paths else ""
-    readme = out_dir / "README.md"
     # A hand-written notes.md beside the records (dataset caveats, context) heads the report.
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
-    readme.write_text(render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block))
+    # The README last: a reader who sees a new one sees the whole new set beside it.
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block))
     written = [readme, summary_csv, *plot_paths, *cost_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)
-        project_readme.write_text(splice_readme(project_readme.read_text(), render_headline(frame, summary)))
-        written.append(project_readme)
+        written.append(files.write_text(project_readme, splice_readme(project_readme.read_text(), render_headline(frame, summary))))
     return written

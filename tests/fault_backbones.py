@@ -4,13 +4,14 @@ Each builds quickly at 32 px; the fault fires when the harness builds or trains 
 """
 
 import os
+import signal
 import time
 
 import keras
 
 from backbones import register_backbone
 
-NAMES = ("fault_raises", "fault_aborts", "fault_hangs", "fault_diverges", "fault_oom_once", "fault_slow")
+NAMES = ("fault_raises", "fault_aborts", "fault_hangs", "fault_diverges", "fault_oom_once", "fault_slow", "fault_killed")
 
 
 def _tiny(input_shape, name):
@@ -58,7 +59,21 @@ def fault_oom_once(input_shape=(32, 32, 3), weights=None):
 
 @register_backbone(default_image_size=32, stages=("baseline",))
 def fault_slow(input_shape=(32, 32, 3), weights=None):
-    """Sleeps FAULT_SLOW_SECONDS before building: a long cell to kill the sweep in."""
+    """Sleeps FAULT_SLOW_SECONDS before building: a long cell to kill the sweep in.
+
+    Writes its process id to FAULT_SLOW_MARKER (where set) first, so a test can watch it.
+    """
+    if os.environ.get("FAULT_SLOW_MARKER"):
+        with open(os.environ["FAULT_SLOW_MARKER"], "w") as marker:
+            marker.write(str(os.getpid()))
     time.sleep(float(os.environ.get("FAULT_SLOW_SECONDS", "0")))
     inputs, x = _tiny(input_shape, "fault_slow")
     return keras.Model(inputs, x)
+
+
+@register_backbone(default_image_size=32, stages=("baseline",))
+def fault_killed(input_shape=(32, 32, 3), weights=None):
+    """SIGKILLs itself, as a user's ``kill -9`` would; appends a line to FAULT_KILL_MARKER per build."""
+    with open(os.environ["FAULT_KILL_MARKER"], "a") as marker:
+        marker.write("built\n")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -31,7 +31,7 @@ def _error(capsys, *argv):
     return code, err
 
 
-@pytest.mark.parametrize("command", [[], ["list"], ["run"], ["report"], ["compare"], ["perf"], ["cost"], ["prefetch"]])
+@pytest.mark.parametrize("command", [[], ["list"], ["run"], ["report"], ["compare"], ["perf"], ["cost"], ["prefetch"], ["cache"]])
 def test_help_on_every_command(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([*command, "--help"])

@@ -206,27 +206,13 @@ def test_disk_full_stops_with_one_line_and_keeps_earlier_records(fails, tmp_path
     if fails == "append":
         monkeypatch.setattr(cost, "append_cost_record", lambda *a: (_ for _ in ()).throw(full))
     else:
-        monkeypatch.setattr(report, "write_atomic", lambda *a: (_ for _ in ()).throw(full))
+        monkeypatch.setattr(report.files, "write_text", lambda *a: (_ for _ in ()).throw(full))
     code = main(["cost", "--backbone", "small_cnn", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith("error: could not write to") and "No space left on device" in err[-1]
     kept = (out / COST_FILE).read_bytes()
     assert kept.startswith(before) and read_cost_records(out).bad_lines == 0
     assert not (out / "cost.md").exists()
-
-
-def test_an_interrupted_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
-    import errno
-    import os
-
-    from bench.records import write_atomic
-
-    target = tmp_path / "cost.md"
-    write_atomic(target, b"old table\n")
-    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
-    with pytest.raises(OSError):
-        write_atomic(target, b"new table, half written")
-    assert target.read_bytes() == b"old table\n" and [p.name for p in tmp_path.iterdir()] == ["cost.md"]
 
 
 def test_killing_the_parent_kills_its_measuring_child_and_keeps_whole_lines(tmp_path):

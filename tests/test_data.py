@@ -144,3 +144,98 @@ def test_cifar10_offline_says_where_to_put_the_file(monkeypatch):
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
     with pytest.raises(UsageError, match=r"save .*cifar-10-python.tar.gz as ~/.keras/datasets/cifar-10-batches-py-target_archive"):
         load_raw("cifar10")
+
+
+def _png_header_only(path, width, height):
+    """A PNG that declares ``width`` x ``height`` and holds no pixels: Pillow checks the size on open."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b""))
+    return path
+
+
+def _mode_image(mode):
+    """(a small image in ``mode``, the uint8 RGB it must decode to, the suffix that keeps the mode)."""
+    if mode == "I;16":
+        values = np.array([[0, 257, 32896, 65535]], np.uint16)
+        return Image.fromarray(values), np.repeat(np.array([[0, 1, 128, 255]], np.uint8)[..., None], 3, -1), ".png"
+    if mode == "I":
+        values = np.array([[0, 257, 32896, 65535]], np.int32)
+        return Image.fromarray(values, mode="I"), np.repeat(np.array([[0, 1, 128, 255]], np.uint8)[..., None], 3, -1), ".tif"
+    if mode == "F":
+        values = np.array([[0.0, 0.25, 0.5, 1.0]], np.float32)
+        return Image.fromarray(values, mode="F"), np.repeat(np.array([[0, 64, 128, 255]], np.uint8)[..., None], 3, -1), ".tif"
+    if mode == "LA":
+        image = Image.fromarray(np.array([[[0, 0], [0, 255], [100, 255], [255, 255]]], np.uint8), mode="LA")
+        return image, np.repeat(np.array([[255, 0, 100, 255]], np.uint8)[..., None], 3, -1), ".png"  # transparent -> white
+    if mode == "P":
+        image = Image.new("P", (4, 1))
+        image.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * 759)
+        image.putdata([0, 1, 2, 1])
+        image.info["transparency"] = 0
+        return image, np.array([[[255, 255, 255], [255, 0, 0], [0, 0, 255], [255, 0, 0]]], np.uint8), ".png"
+    if mode == "CMYK":
+        image = Image.fromarray(np.array([[[255, 0, 0, 0], [0, 255, 0, 0], [0, 0, 0, 255], [0, 0, 0, 0]]], np.uint8), mode="CMYK")
+        return image, np.array([[[0, 255, 255], [255, 0, 255], [0, 0, 0], [255, 255, 255]]], np.uint8), ".tif"
+    if mode == "1":
+        image = Image.fromarray(np.array([[0, 255, 0, 255]], np.uint8)).convert("1")
+        return image, np.repeat(np.array([[0, 255, 0, 255]], np.uint8)[..., None], 3, -1), ".png"
+    raise ValueError(mode)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "LA", "P", "CMYK", "1"])
+def test_every_pillow_mode_decodes_scaled_not_clipped(tmp_path, mode):
+    from bench.data import _decode
+
+    image, expected, suffix = _mode_image(mode)
+    path = tmp_path / f"image{suffix}"
+    image.save(path, **({"transparency": 0} if mode == "P" else {}))
+    with Image.open(path) as check:
+        assert check.mode.startswith(mode[0]), check.mode  # the file kept a mode of that family
+    assert np.array_equal(_decode([path], None)[0], expected)
+
+
+def test_sixteen_bit_png_keeps_its_tones(tmp_path):
+    """Pillow's own RGB conversion clips 16-bit values: the issue's 99.9 % white pixels."""
+    from bench.data import _decode
+
+    gradient = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(gradient).save(tmp_path / "g.png")
+    decoded = _decode([tmp_path / "g.png"], None)[0]
+    assert (decoded == 255).mean() < 0.01
+    assert abs(float(decoded.mean()) - gradient.mean() / 257) < 1
+
+
+def test_images_in_nested_class_subfolders_are_read(tmp_path):
+    root = _write_tree(tmp_path / "d", {"a": 4, "b": 4})
+    (root / "train" / "a" / "extra" / "deeper").mkdir(parents=True)
+    for i, folder in enumerate([root / "train" / "a" / "extra", root / "train" / "a" / "extra" / "deeper"]):
+        Image.fromarray(np.full((8, 8, 3), 200 + i, np.uint8)).save(folder / f"n{i}.png")
+    raw = load_image_folder(root, cache_dir=tmp_path / "cache")
+    assert np.bincount(raw.y_train).tolist() == [6, 4]
+    assert {200, 201} <= set(raw.x_train[raw.y_train == 0][:, 0, 0, 0].tolist())
+
+
+def test_broken_symlink_is_named(tmp_path):
+    root = _write_tree(tmp_path / "d", {"a": 3, "b": 3})
+    (root / "train" / "b" / "gone.png").symlink_to(tmp_path / "missing.png")
+    with pytest.raises(UsageError, match=r"image .*b/gone.png is a broken symbolic link .*missing.png"):
+        load_image_folder(root, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("side", [13500, 10000], ids=["over-2x-limit-error", "over-limit-warning"])
+def test_decompression_bomb_is_named_not_decoded(tmp_path, side):
+    root = _write_tree(tmp_path / "d", {"a": 3, "b": 3})
+    _png_header_only(root / "train" / "a" / "bomb.png", side, side)
+    with pytest.raises(UsageError, match=r"image .*a/bomb.png is too large to decode safely"):
+        load_image_folder(root, cache_dir=tmp_path / "cache")
+
+
+def test_too_few_images_names_the_class_folder(tmp_path):
+    raw = load_image_folder(_write_tree(tmp_path / "d", {"cats": 3, "dogs": 1}), cache_dir=tmp_path / "cache")
+    with pytest.raises(UsageError, match=r"class folder .*d/train/dogs has 1 training image"):
+        prepare(raw, seed=0)

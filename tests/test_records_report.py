@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -197,3 +198,75 @@ def test_records_from_before_the_failure_field_load_with_it(tmp_path):
     loaded = read_records(tmp_path).records
     assert [r.failure for r in loaded] == ["oom", "timeout", "signal", "diverged", "exception", ""]
     assert loaded[-1].error == "" and loaded[-1].notes.startswith("no transfer head was saved")
+
+
+def _numeric_fields():
+    from bench.records import Record
+
+    return [f.name for f in dataclasses.fields(Record) if "None" in str(f.type) and ("float" in str(f.type) or "int" in str(f.type))]
+
+
+def _broken_line(kind: str) -> str:
+    import json
+
+    ok = json.loads(_fixture_records()[0].to_json())
+    if kind.startswith("null:"):
+        return json.dumps({**ok, kind.removeprefix("null:"): None})
+    return {
+        "array": "[1, 2, 3]",
+        "string": '"failure"',
+        "number": "42",
+        "null": "null",
+        "wrong-type": json.dumps({**ok, "seed": "zero"}),
+        "unknown-status": json.dumps({**ok, "status": "done"}),
+        "history-not-dicts": json.dumps({**ok, "history": [1, 2]}),
+        "nan-accuracy": json.dumps({**ok, "test_accuracy": float("nan")}),  # Python's json writes NaN
+    }[kind]
+
+
+SKIPPED_LINES = ["array", "string", "number", "null", "wrong-type", "unknown-status", "history-not-dicts", "nan-accuracy"] + [
+    f"null:{name}" for name in __import__("bench.records", fromlist=["x"]).OK_REQUIRED_NUMBERS
+]
+
+
+@pytest.mark.parametrize("kind", SKIPPED_LINES)
+def test_valid_json_that_is_no_usable_record_is_skipped_and_counted(tmp_path, kind):
+    (tmp_path / RUNS_FILE).write_text(FIXTURE.read_text() + _broken_line(kind) + "\n")
+    loaded = read_records(tmp_path)
+    assert loaded.records == _fixture_records() and loaded.bad_lines == 1
+
+
+def test_report_resume_and_compare_go_on_past_every_such_line(tmp_path):
+    """None of them traces back; report counts the lines, --resume and compare ignore them."""
+    from bench import sweep
+    from bench.compare import compare
+    from bench.grid import Cell
+
+    out = tmp_path / "out"
+    out.mkdir()
+    done = Cell("efficientnet_b0", "transfer", 96, "flip", 0, data="synthetic", profile="quick")
+    # A record of that very cell (its identity), among the fixture's and every kind of bad line.
+    done_line = dataclasses.replace(_fixture_records()[0], **done.record_fields()).to_json() + "\n"
+    (out / RUNS_FILE).write_text(FIXTURE.read_text() + "".join(_broken_line(kind) + "\n" for kind in SKIPPED_LINES) + done_line)
+    report.write_report(out)
+    assert f"{len(SKIPPED_LINES)} malformed line(s) in runs.jsonl skipped" in (out / "README.md").read_text()
+    resumed = sweep.run_sweep([done], out, tmp_path / "cache", resume=True, log=open(os.devnull, "w"))
+    assert resumed.skipped == 1 and resumed.records == []
+    text = report.render_comparison(compare(FIXTURE, out))
+    assert "0 regression(s) beyond the noise in 7 matched cell(s)" in text and "only in NEW" in text
+
+
+def test_ok_records_missing_every_optional_number_still_render(tmp_path):
+    import json
+
+    from bench.compare import compare
+    from bench.records import OK_REQUIRED_NUMBERS
+
+    optional = [name for name in _numeric_fields() if name not in OK_REQUIRED_NUMBERS]
+    records = _fixture_records()
+    lines = [json.dumps({**json.loads(r.to_json()), **dict.fromkeys(optional)}) for r in records]
+    (tmp_path / RUNS_FILE).write_text("\n".join(lines) + "\n")
+    assert len(read_records(tmp_path).records) == len(records)
+    report.write_report(tmp_path)
+    assert "## Cost" in (tmp_path / "README.md").read_text()
+    assert len(compare(tmp_path, tmp_path).deltas) == len(records)
