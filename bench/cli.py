@@ -295,7 +295,7 @@ def cmd_run(args, argv=None) -> int:
     with quiet.scratch_file() as tf_log:
         # TensorFlow's own lines (the CIFAR-10 download, the weights check) go to OUT/logs/,
         # kept only once every check passed: bad input writes nothing.
-        with quiet.native_stderr_to(tf_log):
+        with quiet.native_output_to(tf_log):
             native_size = _validate_data(args)
             cells, skips = plan_cells(args, native_size)
             _preflight(cells)
@@ -352,7 +352,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from bench import perf, quiet, report
+    from bench import quiet, report
     from bench.isolation import LOGS_DIR
 
     spec = get_backbone(args.backbone)
@@ -364,8 +364,10 @@ def cmd_perf(args) -> int:
         raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
     args.seed, args.val_fraction, args.profile = 0, 0.1, "perf"
     (args.out / LOGS_DIR).mkdir(exist_ok=True)
-    # The cells run in this process: TensorFlow's own lines go to OUT/logs/perf.log.
-    with open(args.out / LOGS_DIR / "perf.log", "ab") as tf_log, quiet.native_stderr_to(tf_log) as terminal:
+    # The cells run in this process: TensorFlow's lines and the cells' own go to OUT/logs/perf.log.
+    with open(args.out / LOGS_DIR / "perf.log", "ab") as tf_log, quiet.native_output_to(tf_log, stdout=True) as terminal:
+        from bench import perf  # imports TensorFlow
+
         # Decodes (and caches) the images once, before any timing.
         _validate_data(args)
         comparisons = perf.compare_paths(args.data, spec.name, size, args.epochs, args.augment, args.weights, args.cache_dir, log=terminal)

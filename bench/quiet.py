@@ -18,22 +18,28 @@ from typing import BinaryIO
 
 
 @contextlib.contextmanager
-def native_stderr_to(log: BinaryIO):
-    """Point fd 2 at ``log`` while inside; yields a text stream on the terminal's stderr.
+def native_output_to(log: BinaryIO, stdout: bool = False):
+    """Point fd 2 (and fd 1 with ``stdout``) at ``log`` while inside; yields a text stream on
+    the terminal's stderr.
 
-    Python's ``sys.stderr`` writes to fd 2 too, so anything meant for the user inside the
-    block goes to the yielded stream instead.
+    Python's ``sys.stderr`` (``sys.stdout``) writes to the same descriptor, so anything meant
+    for the user inside the block goes to the yielded stream instead.
     """
+    fds = (1, 2) if stdout else (2,)
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
-    os.dup2(log.fileno(), 2)
+    saved = {fd: os.dup(fd) for fd in fds}
+    terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1, encoding="utf-8", errors="replace")
+    for fd in fds:
+        os.dup2(log.fileno(), fd)
     try:
         yield terminal
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
         terminal.close()
 
 

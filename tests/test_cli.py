@@ -240,6 +240,9 @@ def test_perf_prints_ratios_and_writes_perf_md(tmp_path):
         assert re.search(rf"{stage} cached vs uncached: \d+\.\dx", result.stdout)
     text = (tmp_path / "perf.md").read_text()
     assert "harness overhead" in text and "| transfer" in text and "| finetune" in text
+    # Its cells run in this process: their TensorFlow lines and epoch prints go to the log, not the terminal.
+    assert not TF_LOG_LINE.search(result.stdout + result.stderr) and "epoch 1/1" not in result.stdout
+    assert TF_LOG_LINE.search((tmp_path / "logs" / "perf.log").read_text())
 
 
 def test_shards_partition_the_grid_and_keep_finetune_with_transfer():
