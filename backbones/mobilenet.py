@@ -1,7 +1,5 @@
 """MobileNetV2 from keras.applications, the write-up's pretrained backbone."""
 
-import keras
-
 from backbones.registry import register_backbone
 
 
@@ -9,7 +7,7 @@ from backbones.registry import register_backbone
     # 128 px, not the write-up's 96: on the JPEG copy of CIFAR-10 frozen features gain about
     # 4 points from 96 to 128 px and little beyond (results/axes), for 1.8x the extraction time.
     default_image_size=128,
-    preprocess=keras.applications.mobilenet_v2.preprocess_input,
+    preprocess="keras.applications.mobilenet_v2.preprocess_input",  # imported on first use
     has_imagenet_weights=True,
     # Its layers are small (a depthwise block is 3 weight layers), so finetune unfreezes the
     # last four inverted-residual blocks and Conv_1 (13 layers), not the stage's default 4.
@@ -17,4 +15,6 @@ from backbones.registry import register_backbone
 )
 def mobilenet_v2(input_shape=(128, 128, 3), weights="imagenet"):
     """MobileNetV2 (alpha 1.0), ImageNet weights, 2.3 M parameters."""
+    import keras
+
     return keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=input_shape)

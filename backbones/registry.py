@@ -36,7 +36,9 @@ class BackboneSpec:
         builder: ``(input_shape, weights) -> keras.Model``; ``weights`` is ``None``,
             ``"imagenet"`` or a path to a ``.weights.h5`` file.
         default_image_size: side in pixels the backbone is run at unless asked otherwise.
-        preprocess: maps float32 pixels in [0, 255] to what the backbone expects.
+        preprocess: maps float32 pixels in [0, 255] to what the backbone expects. Registered
+            as a callable or as a dotted path (``"keras.applications.resnet50.preprocess_input"``),
+            which is imported on first call: listing backbones then never imports Keras.
         has_imagenet_weights: whether ``weights="imagenet"`` exists for it.
         stages: the training stages it supports, a subset of ``ALL_STAGES``.
         min_image_size: smallest side the builder accepts.
@@ -72,7 +74,7 @@ def register_backbone(
     *,
     name: str | None = None,
     default_image_size: int = 96,
-    preprocess: Callable | None = None,
+    preprocess: Callable | str | None = None,
     has_imagenet_weights: bool = False,
     stages: tuple[str, ...] = ("transfer", "finetune"),
     min_image_size: int = MIN_IMAGE_SIZE,
@@ -93,7 +95,7 @@ def register_backbone(
             name=key,
             builder=builder,
             default_image_size=default_image_size,
-            preprocess=preprocess or _scale_to_unit,
+            preprocess=LazyCallable(preprocess) if isinstance(preprocess, str) else preprocess or _scale_to_unit,
             has_imagenet_weights=has_imagenet_weights,
             stages=tuple(stages),
             min_image_size=min_image_size,
@@ -108,6 +110,18 @@ def register_backbone(
 def unregister_backbone(name: str) -> None:
     """Remove a backbone (tests register throw-away backbones and clean up after)."""
     _REGISTRY.pop(name, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class LazyCallable:
+    """A function named by its dotted path, imported on its first call (so registering the
+    built-in backbones, ``bench list`` and argument checks never import Keras)."""
+
+    path: str
+
+    def __call__(self, *args, **kwargs):
+        module, _, attribute = self.path.rpartition(".")
+        return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
 
 
 def _scale_to_unit(images):

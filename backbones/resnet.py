@@ -1,7 +1,5 @@
 """ResNet50 from keras.applications (the write-up's "next steps")."""
 
-import keras
-
 from backbones.registry import register_backbone
 
 
@@ -10,9 +8,11 @@ from backbones.registry import register_backbone
     # data alone take half an hour on 2 CPU cores, more than the default grid's budget allows.
     # Sweep larger sizes with --image-size.
     default_image_size=64,
-    preprocess=keras.applications.resnet50.preprocess_input,
+    preprocess="keras.applications.resnet50.preprocess_input",  # imported on first use
     has_imagenet_weights=True,
 )
 def resnet50(input_shape=(64, 64, 3), weights="imagenet"):
     """ResNet50 (v1), ImageNet weights, 23.6 M parameters."""
+    import keras
+
     return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=input_shape)

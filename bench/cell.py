@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 
 from backbones import get_backbone
-from bench import files, measure
+from bench import files, measure, progress
 from bench.augment import get_policy
 from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
 from bench.features import FeatureCache, cached_inputs, mirror
@@ -41,8 +41,10 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     precision = set_precision(cell.precision)
 
     # Data and model.
+    progress.report("loading data")
     data = prepare(load_raw(cell.data, cache_dir), cell.seed, cell.val_fraction, profile.train_images, profile.test_images)
     weights = None if cell.weights == "none" else cell.weights
+    progress.report("building model")
     clf = build_classifier(spec, recipe, data.image_size, cell.image_size, data.num_classes, weights)
     y_train, y_val = one_hot(data.y_train, data.num_classes), one_hot(data.y_val, data.num_classes)
 
@@ -102,9 +104,11 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
 
     # Evaluation, then cost measurements on the whole model.
     eval_start = time.perf_counter()
+    progress.report("evaluating")
     test_accuracy, test_loss = evaluate(trained, test_variants, data.y_test)
     val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val)
     measure_start = time.perf_counter()
+    progress.report("measuring")
     total_params, trainable_params = measure.param_counts(clf.model)
     forward = measure.compiled_forward(clf.model, cell.jit_compile)
     throughput = measure.inference_images_per_second(forward, data.x_test)

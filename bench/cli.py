@@ -94,6 +94,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {value}")
+    return value
+
+
 def _shard(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)/(\d+)", text)
     if not match or not int(match.group(1)) < int(match.group(2)):
@@ -187,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="imagenet, none, a DIR holding <backbone>.weights.h5, or one .weights.h5 FILE for a single backbone (default: imagenet; none with --data synthetic, whose images are not natural ones)")
     run.add_argument("--seed", type=_non_negative_int, default=0, help="first seed, 0 or more (default 0)")
     run.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N", help="one number N: run each cell with seeds --seed, --seed+1, ... (N of them; default 1); several numbers: exactly those seeds")
-    run.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved out, stratified, for validation (default 0.1)")
+    run.add_argument("--val-fraction", type=_fraction, default=0.1, help="share of train carved out, stratified, for validation (default 0.1)")
     run.add_argument("--out", type=Path, default=Path("out"), help="output folder for runs.jsonl and the report (default ./out)")
     run.add_argument("--resume", action="store_true", help="skip cells that already have an ok record in OUT")
     run.add_argument("--cell-timeout", type=_positive_seconds, metavar="SECONDS", help="kill a cell that runs longer and record it failed (default: no limit)")
@@ -265,20 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_weights(option: str, spec, stage) -> tuple[str, str]:
-    """(weights for the cell, a note when it fell back to none)."""
+def _resolve_weights(option: str, spec, stage) -> tuple[str | None, str]:
+    """(weights for the cell, or None when no pretrained weights are available; then why, and how to supply them).
+
+    A pretrained stage never falls back to random initialisation by itself: frozen random
+    features give an accuracy that says nothing about the backbone. ``--weights none`` asks for it.
+    """
     if not STAGES[stage].pretrained or option == "none":
         return "none", ""
     if option == "imagenet":
         if spec.has_imagenet_weights:
             return "imagenet", ""
-        return "none", f"{spec.name}: no ImageNet weights exist; running from none"
+        return None, f"no ImageNet weights exist for it; pass --weights DIR holding {spec.name}.weights.h5, or --weights none to run from random init"
     path = Path(option)
     if path.is_dir():
         candidate = path / f"{spec.name}.weights.h5"
         if candidate.is_file():
             return str(candidate.resolve()), ""
-        return "none", f"{spec.name}: no {candidate} found; running from none (random init)"
+        return None, f"no pretrained weights ({candidate} does not exist); put that file there, or pass --weights none to run from random init"
     if path.is_file():
         return str(path.resolve()), ""
     raise UsageError(f"--weights {option!r} is not imagenet, none, a directory or a file; pass one of those")
@@ -337,10 +351,13 @@ def _requested(args) -> tuple[dict, tuple]:
 
 
 def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
-    """The cells a ``run`` command asks for, in run order, and notes on settings and weights.
+    """The cells a ``run`` command asks for, in run order, and the lines to print about them:
+    one per backbone whose pretrained stages are skipped for want of weights, one note per
+    setting that applies to some cells only (a setting that applies to none is refused).
 
-    Each cell's identity holds the settings that apply to it; a setting that applies to no
-    cell of the run is refused, one that applies to some only is noted once.
+    Each cell's identity holds the settings that apply to it. Loads nothing and builds
+    nothing, so every name, number and path is checked before any download, decode or model
+    build (the data's content is hashed, which reads the files once per process).
     """
     from bench.grid import dataset_fingerprint, weights_fingerprint
 
@@ -351,7 +368,7 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
     weights_option = args.weights or ("none" if args.data == "synthetic" else "imagenet")
     if weights_option not in ("imagenet", "none") and Path(weights_option).is_file() and len(specs) > 1:
         raise UsageError("--weights FILE fits a single backbone; with several, pass a DIR holding <backbone>.weights.h5")
-    cells, notes, checked = [], [], set()
+    cells, skipped = [], {}
     if min(args.seeds) < (1 if len(args.seeds) == 1 else 0):
         raise UsageError(f"--seeds takes a count of at least 1 or a list of seeds of 0 or more, got {' '.join(map(str, args.seeds))}")
     seeds = range(args.seed, args.seed + args.seeds[0]) if len(args.seeds) == 1 else sorted(set(args.seeds))
@@ -368,12 +385,10 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
             for size in sizes:
                 if size < spec.min_image_size:
                     raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
-            weights, note = _resolve_weights(weights_option, spec, stage_name)
-            if note and note not in notes:
-                notes.append(note)
-            if weights != "none" and (spec.name, weights) not in checked:
-                _preflight_weights(spec, weights, sizes[0])
-                checked.add((spec.name, weights))
+            weights, reason = _resolve_weights(weights_option, spec, stage_name)
+            if weights is None:
+                skipped.setdefault((spec.name, reason), []).append(stage_name)
+                continue
             for size in sizes:
                 for policy in requested["policies"] or [stage.augment]:
                     for seed in seeds:
@@ -404,7 +419,8 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
     # STAGES lists transfer before finetune, which starts from its transfer's saved head.
     order = {name: i for i, name in enumerate(STAGES)}
     cells.sort(key=lambda c: (names.index(c.backbone), order[c.stage]))
-    return cells, notes + _scope_notes(args, cells, requested)
+    skip_lines = [f"skipped {name} {', '.join(stages)}: {reason}" for (name, reason), stages in skipped.items()]
+    return cells, skip_lines + _scope_notes(args, cells, requested)
 
 
 def _scope_notes(args, cells: list[Cell], requested: dict) -> list[str]:
@@ -426,15 +442,30 @@ def _scope_notes(args, cells: list[Cell], requested: dict) -> list[str]:
         if not applies:
             raise UsageError(f"{flag} applies to no cell of this run (it changes {where}); drop it or add such a stage")
         if len(applies) < len(cells):
-            notes.append(f"{flag} applies to {len(applies)} of {len(cells)} cells: {where}")
+            notes.append(f"note: {flag} applies to {len(applies)} of {len(cells)} cells: {where}")
     if requested["epochs"]:
         capped = sorted({c.recipe().epochs for c in cells if c.recipe().epochs < requested["epochs"]})
         if capped:
-            notes.append(f"--epochs {requested['epochs']} is capped at {capped[0]} by --profile {args.profile}; cells run (and are keyed by) {capped[0]}")
+            notes.append(f"note: --epochs {requested['epochs']} is capped at {capped[0]} by --profile {args.profile}; cells run (and are keyed by) {capped[0]}")
     return notes
 
 
-def _check_out_dir(out: Path, flag: str = "--out") -> None:
+def _preflight(cells: list[Cell]) -> None:
+    """Check each (backbone, weights) the cells use once (see ``_preflight_weights``)."""
+    checked = set()
+    for cell in cells:
+        if cell.weights != "none" and (cell.backbone, cell.weights) not in checked:
+            _preflight_weights(get_backbone(cell.backbone), cell.weights, cell.image_size)
+            checked.add((cell.backbone, cell.weights))
+
+
+def _check_out_dir(out: Path, flag: str = "--out", create: bool = True) -> None:
+    if not create:
+        # Whether it could be created, without creating it: bad input writes nothing.
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot create {flag} folder {out}: {existing} is not a writable folder; pick a writable folder")
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -467,28 +498,42 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args, argv=None) -> int:
-    from bench import report
+    from bench import quiet, report
+    from bench.isolation import LOGS_DIR
     from bench.sweep import run_sweep
 
     if args.all and args.stage:
         raise UsageError("--all runs each backbone's own stages; drop --stage, or name backbones with --backbone")
+    # Cheap checks first: names, stages, sizes, seeds, weights paths (planned on a stand-in
+    # native size) and the output folder, before any download, decode or model build.
     _check_image_sizes(args.image_size or [], args.allow_large_images)
-    native_size = _validate_data(args)
-    cells, notes = plan_cells(args, native_size)
-    # A stage at the images' own size (baseline) can be over the limit without --image-size.
-    _check_image_sizes([c.image_size for c in cells if c.image_size == native_size], args.allow_large_images, "the images' own size in --data, {size} px,")
-    if args.shard:
-        cells = shard_cells(cells, *args.shard)
-    _check_out_dir(args.out)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"running {len(cells)} cells into {args.out}/ (data: {args.data}, profile: {args.profile})", file=sys.stderr, flush=True)
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    planned, lines = plan_cells(args, native_size=32)
+    skips = [line for line in lines if line.startswith("skipped ")]
+    if not planned and skips:
+        raise UsageError("every cell was skipped: " + "; ".join(skips))
+    _check_out_dir(args.out, create=False)
     if args.executor == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install ray (or pip install -e '.[ray]')") from None
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    with quiet.scratch_file() as tf_log:
+        # TensorFlow's own lines (the CIFAR-10 download, the weights check) go to OUT/logs/,
+        # kept only once every check passed: bad input writes nothing.
+        with quiet.native_output_to(tf_log):
+            native_size = _validate_data(args)
+            cells, lines = plan_cells(args, native_size)
+            # A stage at the images' own size (baseline) can be over the limit without --image-size.
+            _check_image_sizes([c.image_size for c in cells if c.image_size == native_size], args.allow_large_images, "the images' own size in --data, {size} px,")
+            _preflight(cells)
+        _check_out_dir(args.out)
+        quiet.keep_log(tf_log, args.out / LOGS_DIR / "parent.log", command)
+    if args.shard:
+        cells = shard_cells(cells, *args.shard)
+    for line in lines:
+        print(line, file=sys.stderr)
+    print(f"running {len(cells)} cells into {args.out}/ (data: {args.data}, profile: {args.profile})", file=sys.stderr, flush=True)
     result = run_sweep(
         cells, args.out, args.cache_dir, resume=args.resume, timeout_seconds=args.cell_timeout, command=command, executor=args.executor, ray_address=args.ray_address
     )
@@ -555,7 +600,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from bench import perf, report
+    from bench import quiet, report
+    from bench.isolation import LOGS_DIR
 
     spec = get_backbone(args.backbone)
     _check_image_sizes([args.image_size] if args.image_size else [], args.allow_large_images)
@@ -566,9 +612,14 @@ def cmd_perf(args) -> int:
     if size < spec.min_image_size:
         raise UsageError(f"--image-size {size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
     args.seed, args.val_fraction, args.profile = 0, 0.1, "perf"
-    # Decodes (and caches) the images once, before any timing.
-    _validate_data(args)
-    comparisons = perf.compare_paths(args.data, spec.name, size, args.epochs, args.augment, args.weights, args.cache_dir, log=sys.stderr)
+    (args.out / LOGS_DIR).mkdir(exist_ok=True)
+    # The cells run in this process: TensorFlow's lines and the cells' own go to OUT/logs/perf.log.
+    with open(args.out / LOGS_DIR / "perf.log", "ab") as tf_log, quiet.native_output_to(tf_log, stdout=True) as terminal:
+        from bench import perf  # imports TensorFlow
+
+        # Decodes (and caches) the images once, before any timing.
+        _validate_data(args)
+        comparisons = perf.compare_paths(args.data, spec.name, size, args.epochs, args.augment, args.weights, args.cache_dir, log=terminal)
     text = report.render_perf(comparisons)
     print(text)
     try:

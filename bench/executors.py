@@ -18,15 +18,16 @@ class LocalExecutor:
     def __init__(self, out_dir: Path, cache_dir: Path, timeout_seconds: float | None):
         self.out_dir, self.cache_dir, self.timeout_seconds = out_dir, cache_dir, timeout_seconds
 
-    def run(self, cell: Cell) -> Record:
-        return run_isolated(cell, self.out_dir, self.cache_dir, self.timeout_seconds)
+    def run(self, cell: Cell, on_progress=None) -> Record:
+        """``on_progress(cell, event)`` gets the cell's progress events (``bench.progress``)."""
+        return run_isolated(cell, self.out_dir, self.cache_dir, self.timeout_seconds, on_progress and (lambda event: on_progress(cell, event)))
 
-    def map(self, cells: list[Cell], on_start=None):
+    def map(self, cells: list[Cell], on_start=None, on_progress=None):
         """Yield ``(cell, record)`` as each cell finishes, in order."""
         for cell in cells:
             if on_start:
                 on_start(cell)
-            yield cell, self.run(cell)
+            yield cell, self.run(cell, on_progress)
 
 
 def make_executor(name: str, out_dir: Path, cache_dir: Path, timeout_seconds: float | None, ray_address: str | None = None):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import progress
 from bench.grid import Cell
 
 
@@ -80,6 +81,7 @@ class FeatureCache:
             batch = self.forward(tf.constant(images[start : start + batch_size]))
             for array, values in zip(arrays, batch if len(arrays) > 1 else [batch]):
                 array[start : start + batch_size] = values.numpy()
+            progress.report("extracting", min(start + batch_size, len(images)), len(images))
         if not files:
             return arrays[0]
         for array, temporary, file in zip(arrays, temporaries, files):

@@ -17,6 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import progress
 from bench.grid import Cell, failed_record
 from bench.records import Record
 
@@ -87,7 +88,10 @@ def _child_main(cell: Cell, out_dir: Path, cache_dir: Path, log_file: Path, conn
     with open(log_file, "ab", buffering=0) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+    # Progress events go to the parent on the pipe that carries the record last.
+    progress.set_sink(conn.send)
     record = run_cell_safely(cell, out_dir, cache_dir)
+    progress.set_sink(None)
     conn.send(record)
     conn.close()
 
@@ -162,8 +166,11 @@ def _tail(path: Path, lines: int = 5) -> str:
     return "\n".join(text[-lines:])
 
 
-def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: float | None) -> Record:
-    """Run one cell in a spawned child; always returns a record, never raises for the cell's faults."""
+def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: float | None, on_progress=None) -> Record:
+    """Run one cell in a spawned child; always returns a record, never raises for the cell's faults.
+
+    ``on_progress(event)`` gets the child's ``bench.progress.Progress`` events as they come.
+    """
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     log_file = Path(out_dir) / LOGS_DIR / (cell.file_stem + ".log")
@@ -173,12 +180,20 @@ def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: fl
     oom_kills_before = oom_kill_count()
     child.start()
     send.close()
+    if on_progress is not None:
+        on_progress(progress.Progress("starting"))
     record, timed_out = None, False
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     try:
-        if receive.poll(timeout_seconds):
-            record = receive.recv()
-        else:
-            timed_out = True
+        while record is None:
+            if not receive.poll(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                timed_out = True
+                break
+            message = receive.recv()
+            if isinstance(message, Record):
+                record = message
+            elif on_progress is not None:
+                on_progress(message)
     except (EOFError, OSError):
         pass  # the child died before sending: its exit code says how
     finally:

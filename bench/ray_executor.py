@@ -2,7 +2,9 @@
 
 A task runs the cell exactly as the local executor does (``run_isolated``: a spawned child
 process with the per-cell timeout), so records, isolation and failure handling are the
-same; Ray only decides where and when. A ``finetune`` task takes its ``transfer`` task's
+same; Ray only decides where and when. Each task puts its cell's progress events on a Ray
+queue (an actor, so it works across nodes) that the driver drains between completions; a
+cell counts as started when its first event arrives. A ``finetune`` task takes its ``transfer`` task's
 result as an argument, so Ray starts it only once the transfer head is saved. Output and
 cache folders must be on storage every node sees.
 """
@@ -16,8 +18,18 @@ from bench.isolation import run_isolated
 from bench.records import Record
 
 
-def _run_task(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds, *dependencies) -> Record:
-    return run_isolated(cell, out_dir, cache_dir, timeout_seconds)
+# How often the driver looks at the progress queue while no task finishes.
+PROGRESS_POLL_SECONDS = 0.5
+
+
+def _run_task(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds, progress_queue, *dependencies) -> Record:
+    def forward(event):
+        try:
+            progress_queue.put_nowait((cell.key, event))
+        except Exception:  # progress is best effort: a lost queue must not fail the cell
+            pass
+
+    return run_isolated(cell, out_dir, cache_dir, timeout_seconds, forward)
 
 
 class RayExecutor:
@@ -32,9 +44,30 @@ class RayExecutor:
         self.ray = ray
         self.out_dir, self.cache_dir, self.timeout_seconds = Path(out_dir).resolve(), Path(cache_dir).resolve(), timeout_seconds
         self.task = ray.remote(_run_task)
+        from ray.util.queue import Queue
+
+        # No CPU reserved: the queue must never wait for a cell's slot.
+        self.progress = Queue(actor_options={"num_cpus": 0})
 
     def _submit(self, cell: Cell, *dependencies):
-        return self.task.options(num_cpus=cell.cpus, num_gpus=cell.gpus).remote(cell, self.out_dir, self.cache_dir, self.timeout_seconds, *dependencies)
+        return self.task.options(num_cpus=cell.cpus, num_gpus=cell.gpus).remote(cell, self.out_dir, self.cache_dir, self.timeout_seconds, self.progress, *dependencies)
+
+    def _drain(self, cells: dict, started: set, on_start, on_progress) -> None:
+        """Hand queued progress events to ``on_progress(cell, event)``; a first event starts its cell."""
+        try:
+            count = self.progress.qsize()
+            events = self.progress.get_nowait_batch(count) if count else []
+        except Exception:  # a lost queue actor costs the view its updates, not the sweep its cells
+            return
+        for key, event in events:
+            if key not in cells:
+                continue  # a cell already yielded, or a retry's late event
+            if key not in started:
+                started.add(key)
+                if on_start:
+                    on_start(cells[key])
+            if on_progress:
+                on_progress(cells[key], event)
 
     def _result(self, ref, cell: Cell) -> Record:
         try:
@@ -42,12 +75,16 @@ class RayExecutor:
         except Exception as error:  # a lost node or worker: the cell failed, the sweep goes on
             return failed_record(cell, "exception", f"ray task failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}")
 
-    def run(self, cell: Cell) -> Record:
-        return self._result(self._submit(cell), cell)
+    def run(self, cell: Cell, on_progress=None) -> Record:
+        ref = self._submit(cell)
+        while not self.ray.wait([ref], timeout=PROGRESS_POLL_SECONDS)[0]:
+            self._drain({cell.key: cell}, {cell.key}, None, on_progress)
+        self._drain({cell.key: cell}, {cell.key}, None, on_progress)
+        return self._result(ref, cell)
 
-    def map(self, cells: list[Cell], on_start=None):
+    def map(self, cells: list[Cell], on_start=None, on_progress=None):
         """Submit every cell, then yield ``(cell, record)`` in completion order."""
-        pending, transfers = {}, {}
+        pending, transfers, started = {}, {}, set()
         for cell in cells:
             dependencies = [transfers[cell.head_artifact(self.out_dir)]] if cell.stage == "finetune" and cell.head_artifact(self.out_dir) in transfers else []
             ref = self._submit(cell, *dependencies)
@@ -55,6 +92,8 @@ class RayExecutor:
                 transfers[cell.head_artifact(self.out_dir)] = ref
             pending[ref] = cell
         while pending:
-            ready, _ = self.ray.wait(list(pending), num_returns=1)
-            cell = pending.pop(ready[0])
-            yield cell, self._result(ready[0], cell)
+            ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=PROGRESS_POLL_SECONDS)
+            self._drain({c.key: c for c in pending.values()}, started, on_start, on_progress)
+            if ready:
+                cell = pending.pop(ready[0])
+                yield cell, self._result(ready[0], cell)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.executors import make_executor
 from bench.grid import Cell
+from bench.live import SweepView, format_seconds
 from bench.records import Record, append_record, latest_by_key, read_records
 
 @dataclasses.dataclass(frozen=True)
@@ -20,15 +21,6 @@ class SweepResult:
     @property
     def failed(self) -> int:
         return sum(r.status == "failed" for r in self.records)
-
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def run_sweep(
@@ -50,7 +42,7 @@ def run_sweep(
         cache_dir: activation and decoded-dataset cache.
         resume: skip cells whose latest record is ``ok``.
         timeout_seconds: per-cell limit; a cell past it is killed and recorded ``failed``.
-        log: where progress lines go (default stderr).
+        log: where progress goes (default stderr): redrawn in place on a terminal, else plain lines.
         command: the command line, stamped on every record so reports can name it.
         executor: ``local`` (one cell at a time here) or ``ray`` (a Ray task per cell).
         ray_address: cluster to join with ``executor="ray"``; none starts a local instance.
@@ -67,26 +59,28 @@ def run_sweep(
         return SweepResult(records, skipped)
     runner = make_executor(executor, out_dir, cache_dir, timeout_seconds, ray_address)
     sweep_start = time.perf_counter()
-    started = iter(range(1, len(todo) + 1))
-    on_start = lambda cell: print(f"[{next(started)}/{len(todo)}] {cell.key} ...", file=log, flush=True)  # noqa: E731
-    for index, (cell, record) in enumerate(runner.map(todo, on_start), 1):
-        if record.failure == "oom" and cell.recipe().batch_size > 1:
-            smaller = cell.recipe().batch_size // 2
-            print(f"    out of memory: retrying once at batch size {smaller}", file=log, flush=True)
-            record = runner.run(dataclasses.replace(cell, retry_batch_size=smaller))
-        record = dataclasses.replace(record, command=command)
-        try:
-            append_record(out_dir, record)
-        except OSError as error:
-            message = f"could not write the record of {cell.key} to {out_dir}: {error.strerror or error}; free space or fix permissions, then rerun with --resume"
-            print(f"error: {message}", file=log, flush=True)
-            return SweepResult(records + [record], skipped, write_error=message)
-        records.append(record)
-        elapsed = time.perf_counter() - sweep_start
-        left = elapsed / index * (len(todo) - index)
-        if record.status == "ok":
-            outcome = f"ok  test {record.test_accuracy:.1%}  val {record.val_accuracy:.1%}  ({record.path})"
-        else:
-            outcome = f"{record.status.upper()}  {record.error.splitlines()[0][:160] if record.error else ''}"
-        print(f"    {index}/{len(todo)} {cell.key}: {outcome}  in {_format_seconds(record.wall_seconds or 0)}; elapsed {_format_seconds(elapsed)}, about {_format_seconds(left)} left", file=log, flush=True)
+    with SweepView(len(todo), log) as view:
+        for index, (cell, record) in enumerate(runner.map(todo, view.started, view.update), 1):
+            if record.failure == "oom" and cell.recipe().batch_size > 1:
+                smaller = cell.recipe().batch_size // 2
+                view.say(f"    out of memory: retrying once at batch size {smaller}")
+                record = runner.run(dataclasses.replace(cell, retry_batch_size=smaller), view.update)
+            record = dataclasses.replace(record, command=command)
+            try:
+                append_record(out_dir, record)
+            except OSError as error:
+                message = f"could not write the record of {cell.key} to {out_dir}: {error.strerror or error}; free space or fix permissions, then rerun with --resume"
+                view.say(f"error: {message}")
+                return SweepResult(records + [record], skipped, write_error=message)
+            records.append(record)
+            view.finished(cell, record)
+            if record.status == "ok":
+                outcome = f"ok  test {record.test_accuracy:.1%}  val {record.val_accuracy:.1%}  ({record.path})"
+            else:
+                outcome = f"{record.status.upper()}  {record.error.splitlines()[0][:160] if record.error else ''}"
+            left = view.sweep_seconds_left()
+            view.say(
+                f"    {index}/{len(todo)} {cell.key}: {outcome}  in {format_seconds(record.wall_seconds or 0)}; "
+                f"elapsed {format_seconds(time.perf_counter() - sweep_start)}" + (f", about {format_seconds(left)} left" if left is not None else "")
+            )
     return SweepResult(records, skipped)

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from bench import progress
 from bench.augment import chain
 from bench.stages import Stage
 
@@ -158,13 +159,14 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
             initial_epoch=epoch,
             validation_data=(val_inputs, y_val_onehot),
             validation_batch_size=256,
-            callbacks=[meter, guard],
+            callbacks=[meter, guard, progress.keras_callback(epoch, recipe.epochs, steps_per_epoch)],
             verbose=0,
         )
         row = {k: float(v[-1]) for k, v in fit.history.items()}
         history.append({"epoch": epoch + 1, **row})
         # Progress goes to the cell's log file.
         print(f"epoch {epoch + 1}/{recipe.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()) + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+        progress.report("training", (epoch + 1) * steps_per_epoch, recipe.epochs * steps_per_epoch, milestone=True, epoch=epoch + 1, epochs=recipe.epochs, **row)
         if guard.diverged:
             break
     return TrainResult(history, meter.images_per_second, guard.diverged, time.perf_counter() - start)

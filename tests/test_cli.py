@@ -105,17 +105,76 @@ def test_weights_file_for_another_architecture(tmp_path, out_with_records, capsy
     assert code == 2 and "does not fit resnet50" in err and err.count("\n") == 0
 
 
-def test_weights_dir_falls_back_and_says_so(tmp_path, capsys):
+def test_weights_dir_skips_the_pretrained_stages_of_backbones_without_a_file(tmp_path):
     from bench.cli import build_parser, plan_cells
 
+    (tmp_path / "mobilenet_v2.weights.h5").write_bytes(b"")  # planning only looks for the file; the preflight reads it
     args = build_parser().parse_args(["run", "--all", "--weights", str(tmp_path), "--data", "synthetic", "--profile", "quick"])
-    cells, notes = plan_cells(args, native_size=32)
-    assert {c.weights for c in cells} == {"none"}
-    assert any("mobilenet_v2" in n and "running from none" in n for n in notes)
-    # Every backbone with each of its stages, transfer before its finetune.
-    assert [(c.backbone, c.stage) for c in cells] == [
-        ("efficientnet_b0", "transfer"), ("efficientnet_b0", "finetune"), ("mobilenet_v2", "transfer"), ("mobilenet_v2", "finetune"),
-        ("resnet50", "transfer"), ("resnet50", "finetune"), ("small_cnn", "baseline")]
+    cells, skips = plan_cells(args, native_size=32)
+    # No cell from random init by accident; transfer before its finetune.
+    assert [(c.backbone, c.stage, c.weights) for c in cells] == [
+        ("mobilenet_v2", "transfer", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
+        ("mobilenet_v2", "finetune", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
+        ("small_cnn", "baseline", "none")]
+    assert skips == [
+        f"skipped {name} transfer, finetune: no pretrained weights ({tmp_path / (name + '.weights.h5')} does not exist); "
+        "put that file there, or pass --weights none to run from random init"
+        for name in ("efficientnet_b0", "resnet50")]
+
+
+@pytest.mark.parametrize("argv", [["--weights", "none"], []])
+def test_weights_none_or_synthetic_data_still_runs_every_stage_from_random_init(argv):
+    """An explicit --weights none is an ablation; synthetic data defaults to it."""
+    from bench.cli import build_parser, plan_cells
+
+    cells, skips = plan_cells(build_parser().parse_args(["run", "--all", "--data", "synthetic", *argv]), native_size=32)
+    assert len(cells) == 7 and {c.weights for c in cells} == {"none"} and skips == []
+
+
+def test_imagenet_for_a_backbone_without_imagenet_weights_is_skipped():
+    from backbones import register_backbone, unregister_backbone
+    from bench.cli import build_parser, plan_cells
+
+    @register_backbone(name="no_imagenet_net", default_image_size=32, has_imagenet_weights=False)
+    def builder(input_shape, weights=None):
+        raise AssertionError("planning must not build a backbone")
+
+    try:
+        cells, skips = plan_cells(build_parser().parse_args(["run", "--backbone", "no_imagenet_net", "small_cnn", "--weights", "imagenet"]), native_size=32)
+    finally:
+        unregister_backbone("no_imagenet_net")
+    assert [c.backbone for c in cells] == ["small_cnn"]
+    assert skips == ["skipped no_imagenet_net transfer, finetune: no ImageNet weights exist for it; pass --weights DIR holding no_imagenet_net.weights.h5, or --weights none to run from random init"]
+
+
+def test_every_cell_skipped_exits_2_with_one_line_and_writes_nothing(tmp_path, out_with_records, capsys):
+    before = sorted(p.name for p in out_with_records.iterdir())
+    code, err = _error(capsys, "run", "--backbone", "mobilenet_v2", "--weights", tmp_path, "--data", "synthetic", "--out", out_with_records)
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith("error: every cell was skipped: skipped mobilenet_v2 transfer, finetune: no pretrained weights") and "--weights none" in err
+    assert sorted(p.name for p in out_with_records.iterdir()) == before
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backbone", "no_such_net"], "unknown backbone 'no_such_net'. Known backbones: efficientnet_b0, mobilenet_v2, resnet50, small_cnn"),
+    (["--backbone", "small_cnn", "--stage", "transfer"], "does not support stage(s) transfer"),
+    (["--backbone", "mobilenet_v2", "--weights", "/no/such/weights"], "is not imagenet, none, a directory or a file"),
+    (["--backbone", "mobilenet_v2", "--image-size", "16"], "below mobilenet_v2's minimum of 32 px"),
+    (["--backbone", "small_cnn", "--out", "{file}/sub"], "cannot create --out folder"),
+])
+def test_cheap_checks_come_before_any_download(argv, message, monkeypatch, tmp_path, capsys):
+    """With the default data (cifar10), bad names, numbers and paths are refused before Keras downloads anything."""
+    import keras
+
+    def download(*args, **kwargs):
+        pytest.fail("CIFAR-10 download attempted before the cheap checks")
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", download)
+    (tmp_path / "file").write_text("")
+    argv = [a.replace("{file}", str(tmp_path / "file")) for a in argv]
+    code, err = _error(capsys, "run", *argv, "--out", tmp_path / "out") if "--out" not in argv else _error(capsys, "run", *argv)
+    assert code == 2 and err.count("\n") == 0 and message in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_imagenet_download_failure_says_where_to_put_the_file(monkeypatch, out_with_records, capsys):
@@ -181,6 +240,9 @@ def test_perf_prints_ratios_and_writes_perf_md(tmp_path):
         assert re.search(rf"{stage} cached vs uncached: \d+\.\dx", result.stdout)
     text = (tmp_path / "perf.md").read_text()
     assert "harness overhead" in text and "| transfer" in text and "| finetune" in text
+    # Its cells run in this process: their TensorFlow lines and epoch prints go to the log, not the terminal.
+    assert not TF_LOG_LINE.search(result.stdout + result.stderr) and "epoch 1/1" not in result.stdout
+    assert TF_LOG_LINE.search((tmp_path / "logs" / "perf.log").read_text())
 
 
 def test_shards_partition_the_grid_and_keep_finetune_with_transfer():
@@ -239,3 +301,77 @@ def test_resume_reruns_a_cell_whose_settings_changed_and_the_report_keeps_both(t
     text = (out / "README.md").read_text()
     assert text.count("| small_cnn") == 2 * 2  # two rows in the accuracy table and two in the cost table
     assert "batch 64" in text
+
+
+# TensorFlow's C++ and absl lines: "I0000 00:00:... port.cc:153] oneDNN ...", "WARNING: All log messages before absl::...", CUDA probes.
+TF_LOG_LINE = __import__("re").compile(r"^[IWEF]\d{4} |absl::|oneDNN|cuInit|cuda|tensorflow/", __import__("re").M)
+
+
+@pytest.mark.parametrize("argv,code", [
+    (["list"], 0),
+    (["--help"], 0),
+    (["run", "--help"], 0),
+    (["run", "--backbone", "no_such_net"], 2),
+    (["run", "--backbone", "small_cnn", "--stage", "pretrain"], 2),
+    (["run", "--backbone", "small_cnn", "--val-fraction", "1.5"], 2),
+])
+def test_list_help_and_argument_errors_never_import_tensorflow(argv, code):
+    """In a fresh interpreter, as a user runs them: no TensorFlow, so no TensorFlow log line either."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = (
+        "import sys\nfrom bench.cli import main\ntry:\n    code = main(sys.argv[1:])\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "print('heavy modules:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules), file=sys.stderr)\nsys.exit(code)"
+    )
+    result = subprocess.run([sys.executable, "-c", script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "heavy modules: []" in result.stderr
+    assert not TF_LOG_LINE.search(result.stdout + result.stderr)
+    if argv == ["run", "--backbone", "no_such_net"]:
+        assert "Known backbones: efficientnet_b0, mobilenet_v2, resnet50, small_cnn" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def weights_folder_run(tmp_path_factory):
+    """A run as a newcomer starts one: a weights folder holding MobileNetV2's file but not ResNet50's, output not a terminal."""
+    import keras
+
+    root = tmp_path_factory.mktemp("weights_run")
+    (root / "weights").mkdir()
+    keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(root / "weights" / "mobilenet_v2.weights.h5")
+    result = run_cli("run", "--backbone", "mobilenet_v2", "resnet50", "--stage", "transfer", "--weights", root / "weights", "--data", "synthetic",
+                     "--profile", "quick", "--image-size", "32", "--out", root / "out", "--cache-dir", root / "cache")
+    return root, result
+
+
+def test_a_backbone_without_a_weights_file_is_skipped_with_one_line(weights_folder_run):
+    root, result = weights_folder_run
+    assert result.returncode == 0, result.stderr[-2000:]
+    mentions = [line for line in result.stderr.splitlines() if "resnet50" in line]
+    assert mentions == [f"skipped resnet50 transfer: no pretrained weights ({root / 'weights' / 'resnet50.weights.h5'} does not exist); "
+                        "put that file there, or pass --weights none to run from random init"]
+    records = read_records(root / "out").records
+    assert [(r.backbone, r.status, r.weights) for r in records] == [("mobilenet_v2", "ok", str((root / "weights" / "mobilenet_v2.weights.h5").resolve()))]
+
+
+def test_a_run_shows_each_phase_and_epoch_as_lines_when_not_a_terminal(weights_folder_run):
+    _, result = weights_folder_run
+    lines = [line.strip() for line in result.stderr.splitlines() if line.startswith("    [1/1] ")]
+    phases = [line.split("] ", 1)[1].split(" ·")[0] for line in lines]
+    assert phases[:3] == ["starting (loading TensorFlow)", "loading data", "building model"]
+    assert phases[3].startswith("extracting ") and phases[3].endswith("images")
+    epoch = next(line for line in lines if "epoch 1/1:" in line)
+    assert "loss " in epoch and "val_accuracy " in epoch
+    assert phases[-2:] == ["evaluating", "measuring"]
+
+
+def test_tensorflow_lines_go_to_the_logs_not_the_terminal(weights_folder_run):
+    root, result = weights_folder_run
+    assert not TF_LOG_LINE.search(result.stdout + result.stderr), (result.stdout + result.stderr)[-2000:]
+    # The parent imported TensorFlow to check the weights file: its lines are kept under OUT/logs/.
+    parent_log = (root / "out" / "logs" / "parent.log").read_text()
+    assert parent_log.startswith("--- python -m bench run --backbone mobilenet_v2 resnet50") and TF_LOG_LINE.search(parent_log)

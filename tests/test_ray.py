@@ -43,6 +43,9 @@ def test_ray_executor_records_equal_local(tmp_path, ray_head):
     assert local.returncode == 0, local.stderr[-2000:]
     distributed = run_cli("run", *grid, "--out", tmp_path / "ray", "--executor", "ray", "--ray-address", ray_head, env={"RAY_USAGE_STATS_ENABLED": "0"})
     assert distributed.returncode == 0, distributed.stderr[-2000:]
+    # Progress reaches the driver from the Ray tasks too: each cell starts on its first event and shows its epochs.
+    for index in (1, 2):
+        assert f"[{index}/2] mobilenet_v2/" in distributed.stderr and f"    [{index}/2] epoch 1/1: loss " in distributed.stderr
     local_records = {r.key: r for r in read_records(tmp_path / "local").records}
     ray_records = {r.key: r for r in read_records(tmp_path / "ray").records}
     assert set(local_records) == set(ray_records) and len(ray_records) == 2
