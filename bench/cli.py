@@ -420,11 +420,15 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
     order = {name: i for i, name in enumerate(STAGES)}
     cells.sort(key=lambda c: (names.index(c.backbone), order[c.stage]))
     skip_lines = [f"skipped {name} {', '.join(stages)}: {reason}" for (name, reason), stages in skipped.items()]
-    return cells, skip_lines + _scope_notes(args, cells, requested)
+    return cells, skip_lines + _scope_notes(args, cells, requested, weights_skipped=bool(skipped))
 
 
-def _scope_notes(args, cells: list[Cell], requested: dict) -> list[str]:
-    """One note per setting that applies to some cells only; a setting that applies to none is refused."""
+def _scope_notes(args, cells: list[Cell], requested: dict, weights_skipped: bool = False) -> list[str]:
+    """One note per setting that applies to some cells only; a setting that applies to none is refused.
+
+    ``weights_skipped``: cells were planned for ``--weights`` and skipped for want of a file,
+    which their own lines already say.
+    """
     resized = [c for c in cells if STAGES[c.stage].resize]
     pretrained = [c for c in cells if STAGES[c.stage].pretrained]
     top = [c for c in cells if STAGES[c.stage].trainable == "top"]
@@ -437,7 +441,7 @@ def _scope_notes(args, cells: list[Cell], requested: dict) -> list[str]:
     ]
     notes = []
     for flag, value, applies, where in scopes:
-        if value is None or not cells:
+        if value is None or not cells or (flag == "--weights" and weights_skipped):
             continue
         if not applies:
             raise UsageError(f"{flag} applies to no cell of this run (it changes {where}); drop it or add such a stage")

@@ -74,7 +74,7 @@ CASES = [
     ("unknown-policy", lambda t: RUN + ["--augment", "cutout"], r"invalid choice: 'cutout'"),
     ("unsupported-stage", lambda t: RUN + ["--stage", "transfer"], r"does not support stage\(s\) transfer; it runs: baseline"),
     ("all-with-stage", lambda t: ["run", "--all", "--stage", "baseline", "--data", "synthetic"], r"--all runs each backbone's own stages"),
-    ("val-fraction", lambda t: RUN + ["--val-fraction", "1.5"], r"validation fraction must be between 0 and 1"),
+    ("val-fraction", lambda t: RUN + ["--val-fraction", "1.5"], r"--val-fraction: expected a number between 0 and 1"),
     ("shard", lambda t: RUN + ["--shard", "4/4"], r"0 <= INDEX < COUNT"),
     ("weights-missing", lambda t: ["run", "--backbone", "mobilenet_v2", "--data", "synthetic", "--weights", t / "nope.h5"], r"is not imagenet, none, a directory or a file"),
     ("data-missing", lambda t: DATA + [t / "nowhere"], r"neither 'cifar10', 'synthetic' nor a directory"),
