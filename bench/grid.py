@@ -37,6 +37,8 @@ class Cell:
     val_fraction: float = 0.1
     precision: str = "float32"  # float32 | mixed (bfloat16 on CPU, float16 on GPU)
     jit_compile: bool = False  # XLA-compile training and inference
+    train_images: int | None = None  # pool size before the validation split (default: the profile's); `bench perf --memory` sets it
+    loader: str = "batched"  # batched | in-memory: the cached path's loader (in-memory only as `bench perf --memory`'s comparison)
     cpus: float = 1  # resources a distributed executor reserves for the cell
     gpus: float = 0
 
@@ -57,6 +59,10 @@ class Cell:
             key += f"/epochs{self.epochs}"
         if self.unfreeze_layers is not None and self.stage == "finetune":
             key += f"/unfreeze{self.unfreeze_layers}"
+        if self.train_images:
+            key += f"/pool{self.train_images}"
+        if self.loader != "batched":
+            key += f"/{self.loader}-loader"
         return key + ("/mixed" if self.precision == "mixed" else "") + ("/xla" if self.jit_compile else "")
 
     def recipe(self) -> Stage:

@@ -68,7 +68,8 @@ class Record:
     infer_spread: float | None = None  # (max - min) / median over the timed repeats
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # the kernel's high-water mark: counts memory-mapped cache pages too
+    peak_anon_mb: float | None = None  # peak anonymous (non-file-backed) resident memory, sampled; None in older records
     peak_gpu_mb: float | None = None
     total_params: int | None = None
     trainable_params: int | None = None
