@@ -57,7 +57,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write beside, fsync, rename: a crash leaves the old file or the new one."""
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -137,7 +137,7 @@ def write_entries(entries: list[Path], shapes: list[tuple[int, ...]], dtype, fil
         del arrays
         for entry, temporary in zip(entries, temporaries):
             # The checksum lands before the entry: an entry never exists without one.
-            _write_text(checksum_path(entry), file_sha256(temporary) + "\n")
+            write_text(checksum_path(entry), file_sha256(temporary) + "\n")
             verified_path(entry).unlink(missing_ok=True)
             os.replace(temporary, entry)
     finally:
@@ -187,7 +187,7 @@ def _problem(entry: Path, rows: int | None, dtype, row_shape: tuple[int, ...] | 
     if file_sha256(entry) != recorded:
         return "checksum mismatch: its content changed after it was written"
     try:
-        _write_text(verified_path(entry), stamp + "\n")
+        write_text(verified_path(entry), stamp + "\n")
     except OSError:
         pass  # a read-only cache is verified again next time
     return ""

@@ -290,6 +290,58 @@ def render_perf(comparisons) -> str:
     )
 
 
+def memory_lines(growth) -> list[str]:
+    """The two ratio lines ``bench perf --memory`` prints for a stage."""
+    name = f"`{growth.backbone}` {growth.stage}"
+    return [
+        f"{name}: peak memory growth {growth.largest.train_images}/{growth.smallest.train_images} training images: {growth.growth:.2f}x",
+        f"{name}: cached training time vs in-memory path: {growth.time_ratio:.2f}x",
+    ]
+
+
+def render_perf_memory(benchmark) -> str:
+    """``perf-memory.md``: the ratio lines first, then every cell's memory and time."""
+    growths = benchmark.growths
+    first = growths[0].smallest
+    records = [r for g in growths for r in (*g.batched, g.in_memory)]
+    worst = max((r for g in growths for r in g.batched), key=lambda r: r.peak_anon_mb)
+    rows = [
+        {
+            "backbone": f"`{r.backbone}`",
+            "stage": r.stage,
+            "size px": r.image_size,
+            "loader": "in-memory (old)" if r.path.endswith("in-memory") else "per batch",
+            "training images": f"{r.train_images:,}",
+            "peak anon MB": _number(r.peak_anon_mb),
+            "peak RSS MB": _number(r.peak_rss_mb),
+            "train s": _number(r.train_seconds, 1),
+            "cache s": _number(r.cache_seconds, 1),
+            "test accuracy": _pct(r.test_accuracy),
+        }
+        for r in records
+    ]
+    return "\n".join(
+        [
+            "# Memory against training-set size",
+            "",
+            *[f"- {line}" for g in growths for line in memory_lines(g)],
+            f"- largest peak anonymous memory of a cell (per-batch loader): {_number(worst.peak_anon_mb)} MB (`{worst.backbone}` {worst.stage}, {worst.train_images:,} training images)",
+            f"- the `bench` process itself (decoding and checking the data): {_number(benchmark.parent_peak_anon_mb)} MB peak anonymous memory",
+            "",
+            f"{first.epochs} epochs per cell, policy `{first.augment}`, {first.test_images:,} test images of `{first.dataset}`, each cell in its own process, "
+            "a fresh activation cache (each size's transfer cell extracts it; finetune reads its cut from it).",
+            f"Machine: {first.cpu}; GPU: {first.gpu or 'none'}; TensorFlow {first.tf_version}, Keras {first.keras_version}; {first.started_at}.",
+            f"Command: `{benchmark.command}`",
+            "",
+            _table(rows),
+            "",
+            "Growth = peak anonymous memory at the largest size / at the smallest. " + ANON_EXPLANATION,
+            "Training time ratio = training seconds with the per-batch loader / with the old in-memory loader (whole splits copied into memory, "
+            "kept only for this comparison), same cell, largest size, warm cache.",
+        ]
+    )
+
+
 def render_comparison(comparison) -> str:
     """Markdown for ``bench compare``."""
     lines = ["# Comparison", ""]

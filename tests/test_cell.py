@@ -50,7 +50,7 @@ def test_record_schema(transfer_runs):
     data = dataclasses.asdict(cached)
     assert cached.status == "ok" and cached.error == ""
     for name in ("test_accuracy", "val_accuracy", "test_loss", "val_loss", "train_seconds", "wall_seconds", "train_images_per_second",
-                 "infer_images_per_second", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "total_params", "trainable_params", "flops_per_image"):
+                 "infer_images_per_second", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "peak_anon_mb", "total_params", "trainable_params", "flops_per_image"):
         assert data[name] is not None and data[name] > 0, name
     assert 0 <= cached.test_accuracy <= 1 and cached.latency_p95_ms >= cached.latency_p50_ms
     assert cached.trainable_params < cached.total_params

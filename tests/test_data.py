@@ -148,3 +148,46 @@ def test_cifar10_offline_says_where_to_put_the_file(monkeypatch):
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
     with pytest.raises(UsageError, match=r"save .*cifar-10-python.tar.gz as ~/.keras/datasets/cifar-10-batches-py-target_archive"):
         load_raw("cifar10")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "same-size"])
+def test_a_damaged_dataset_cache_heals_with_one_line(tmp_path, capsys, damage):
+    root = _write_tree(tmp_path / "d", {"a": 3, "b": 3})
+    first = np.array(load_image_folder(root, cache_dir=tmp_path / "cache").x_train)
+    (entry,) = (tmp_path / "cache" / "datasets").glob("*.x_train.npy")
+    if damage == "truncate":
+        os.truncate(entry, entry.stat().st_size - 10)
+    else:
+        data = bytearray(entry.read_bytes())
+        data[-1] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    capsys.readouterr()
+    healed = load_image_folder(root, cache_dir=tmp_path / "cache")
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(notes) == 1 and entry.name in notes[0] and ("truncated" if damage == "truncate" else "checksum mismatch") in notes[0]
+    assert np.array_equal(healed.x_train, first)
+    assert (entry.parent / "damaged" / entry.name).exists()
+    # Healed for good: the next load says nothing.
+    load_image_folder(root, cache_dir=tmp_path / "cache")
+    assert capsys.readouterr().err == ""
+
+
+def test_prepare_copies_no_images(tmp_path):
+    raw = load_image_folder(_write_tree(tmp_path / "d", {"a": 20, "b": 20}), cache_dir=tmp_path / "cache")
+    data = prepare(raw, seed=0, val_fraction=0.2, train_images=30, test_images=10)
+    # Views into the memory-mapped entries: splits and subsets are index sets, never copies.
+    for view in (data.x_pool, data.x_train, data.x_val, data.x_test):
+        assert view.array is raw.x_train or view.array is raw.x_test
+    assert np.array_equal(data.x_val.rows(slice(None)), np.asarray(raw.x_train)[data.x_pool.index[data.val_index]])
+    assert len(data.x_train) + len(data.x_val) == 30 and len(data.x_test) == 10
+
+
+@pytest.mark.parametrize("train_images,classes", [(5000, 10), (20000, 10), (45000, 10), (7, 3), (100, 7)])
+def test_pool_size_gives_at_least_the_asked_training_images(train_images, classes):
+    from bench.data import pool_images_for
+
+    pool = pool_images_for(train_images, classes, 0.1)
+    labels = np.repeat(np.arange(classes), pool // classes)
+    train, _ = split_validation(labels, 0.1, seed=0)
+    smaller = np.repeat(np.arange(classes), pool // classes - 1)
+    assert len(train) >= train_images > len(split_validation(smaller, 0.1, seed=0)[0])
