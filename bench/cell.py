@@ -15,15 +15,15 @@ from pathlib import Path
 import keras
 
 from backbones import get_backbone
-from bench import files, measure, progress
+from bench import files, measure, memory, progress
 from bench.augment import get_policy
 from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
-from bench.features import FeatureCache, cached_inputs, mirror
+from bench.features import FeatureCache, cached_inputs
 from bench.grid import Cell, failed_record
 from bench.models import build_classifier, cached_split
 from bench.records import Record
 from bench.stages import PROFILES
-from bench.training import evaluate, image_epochs, map_shift, one_hot, set_precision, train, variant_epochs
+from bench.training import evaluate, image_epochs, in_memory_variant_epochs, map_shift, one_hot, set_precision, train, variant_epochs
 
 
 def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, features_dir: Path | None = None) -> Record:
@@ -33,19 +33,19 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     ``features_dir`` (default ``cache_dir/features``).
     """
     wall_start = time.perf_counter()
+    memory.start_anon_peak()
     features_dir = Path(features_dir or Path(cache_dir) / "features")
     env = measure.environment()
     spec, recipe, policy = get_backbone(cell.backbone), cell.recipe(), get_policy(cell.augment)
-    profile = PROFILES[cell.profile]
     keras.utils.set_random_seed(cell.seed)
     precision = set_precision(cell.precision)
 
     # Data and model.
     progress.report("loading data")
-    data = prepare(load_raw(cell.data, cache_dir), cell.seed, cell.val_fraction, profile.train_images, profile.test_images)
-    weights = None if cell.weights == "none" else cell.weights
+    pool_images, test_images = cell.train_images or PROFILES[cell.profile].train_images, PROFILES[cell.profile].test_images
+    data = prepare(load_raw(cell.data, cache_dir), cell.seed, cell.val_fraction, pool_images, test_images)
     progress.report("building model")
-    clf = build_classifier(spec, recipe, data.image_size, cell.image_size, data.num_classes, weights)
+    clf = build_classifier(spec, recipe, data.image_size, cell.image_size, data.num_classes, None if cell.weights == "none" else cell.weights)
     y_train, y_val = one_hot(data.y_train, data.num_classes), one_hot(data.y_val, data.num_classes)
 
     # A stage that starts from a trained head loads its transfer counterpart's.
@@ -68,24 +68,26 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         prefix, trained, cut_names = cached_split(clf, recipe, finetune_depth)
         cache = FeatureCache(cell, prefix, cut_names, features_dir)
         train_variants, val_variants, test_variants = cached_inputs(cache, data, policy.cache_variants, recipe.tta_flip)
-        cache_seconds = time.perf_counter() - cache_start
-        epoch_inputs = variant_epochs(train_variants, y_train, cell.seed, map_shift(recipe, train_variants[0].shape[1]))
-        val_inputs = val_variants[0]
+        cache_seconds, shift, notes = time.perf_counter() - cache_start, map_shift(recipe, train_variants[0].shape[1]), "; ".join(filter(None, [notes, *cache.notes]))
+        if cell.loader == "in-memory":  # the old loader, only as `bench perf --memory`'s comparison
+            train_variants, val_variants, test_variants = ([v.rows(slice(None)) for v in views] for views in (train_variants, val_variants, test_variants))
+            epoch_inputs = in_memory_variant_epochs(train_variants, y_train, cell.seed, shift)
+        else:
+            epoch_inputs = variant_epochs(train_variants, y_train, cell.seed, shift, batch_size=recipe.batch_size)
     else:
         trained = clf.model
         epoch_inputs = image_epochs(data.x_train, y_train, recipe, policy, cell.seed)
-        val_inputs = data.x_val
-        val_variants = [data.x_val] + ([mirror(data.x_val)] if recipe.tta_flip else [])
-        test_variants = [data.x_test] + ([mirror(data.x_test)] if recipe.tta_flip else [])
+        val_variants = [data.x_val] + ([data.x_val.mirror()] if recipe.tta_flip else [])
+        test_variants = [data.x_test] + ([data.x_test.mirror()] if recipe.tta_flip else [])
 
     # Training.
-    result = train(trained, epoch_inputs, math.ceil(len(y_train) / recipe.batch_size), val_inputs, y_val, recipe, cell.jit_compile)
+    result = train(trained, epoch_inputs, math.ceil(len(y_train) / recipe.batch_size), val_variants[0], y_val, recipe, cell.jit_compile)
     common = dict(
         epochs=len(result.history),
         batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,
         unfreeze_layers=recipe.unfreeze_layers if recipe.trainable == "top" else None,
-        path="cached" if cached else "uncached",
+        path=("cached" if cell.loader == "batched" else f"cached-{cell.loader}") if cached else "uncached",
         history=result.history,
         train_seconds=result.seconds,
         cache_seconds=cache_seconds,
@@ -111,8 +113,9 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     progress.report("measuring")
     total_params, trainable_params = measure.param_counts(clf.model)
     forward = measure.compiled_forward(clf.model, cell.jit_compile)
-    throughput = measure.inference_images_per_second(forward, data.x_test)
-    latency = measure.latency_ms(forward, data.x_test)
+    sample = data.x_test.rows(slice(0, 64))  # a batch of test images: all the timings need
+    throughput = measure.inference_images_per_second(forward, sample)
+    latency = measure.latency_ms(forward, sample)
     flops = measure.flops_per_image(clf.model, data.x_test.shape[1:])
     measure_seconds = time.perf_counter() - measure_start
     wall_seconds = time.perf_counter() - wall_start
@@ -141,6 +144,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         latency_p50_ms=latency["p50"],
         latency_p95_ms=latency["p95"],
         peak_rss_mb=measure.peak_rss_mb(),
+        peak_anon_mb=memory.peak_anon_mb(),
         peak_gpu_mb=measure.peak_gpu_mb(),
         total_params=total_params,
         trainable_params=trainable_params,
@@ -156,4 +160,4 @@ def _train_head(transfer_cell: Cell, data, clf, features_dir: Path) -> None:
     train_variants, val_variants, _ = cached_inputs(FeatureCache(transfer_cell, clf.features, ("pooled",), features_dir), data, variants, tta_flip=False)
     y_train = one_hot(data.y_train, data.num_classes)
     steps = math.ceil(len(y_train) / recipe.batch_size)
-    train(clf.head, variant_epochs(train_variants, y_train, transfer_cell.seed), steps, val_variants[0], one_hot(data.y_val, data.num_classes), recipe)
+    train(clf.head, variant_epochs(train_variants, y_train, transfer_cell.seed, batch_size=recipe.batch_size), steps, val_variants[0], one_hot(data.y_val, data.num_classes), recipe)

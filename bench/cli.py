@@ -19,6 +19,7 @@ from pathlib import Path
 from backbones import BackboneLookupError, get_backbone, list_backbones
 from bench import files
 from bench.augment import POLICIES
+from bench.cache_entries import write_text
 from bench.grid import Cell
 from bench.data import DEFAULT_CACHE_DIR
 from bench.errors import UsageError
@@ -226,16 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--accuracy-threshold", type=float, default=1.0, metavar="POINTS", help="accuracy drop, in points, that counts with a single seed on a side (default 1.0); with several seeds the 95 %% intervals decide")
     compare.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any regression is found")
 
-    perf = commands.add_parser("perf", help="time cached against uncached training paths and print the speed-ups", description="In one process, on the same data, time the uncached and cached paths of transfer and finetune (cold cache) and print each speed-up as a ratio; also writes OUT/perf.md.")
+    perf = commands.add_parser(
+        "perf",
+        help="time cached against uncached training paths (or, with --memory, memory against training-set size) and print ratios",
+        description="In one process, on the same data, time the uncached and cached paths of transfer and finetune (cold cache) and print each speed-up as a ratio; "
+        "also writes OUT/perf.md. With --memory: run each backbone's transfer and finetune cells at each --train-images size, each in its own process, and print "
+        "each stage's peak anonymous memory growth (largest size against smallest) and its training time against the old in-memory loader; also writes OUT/perf-memory.md.",
+    )
+    perf.add_argument("--memory", action="store_true", help="measure peak memory against training-set size instead of the paths' speed-ups")
     perf.add_argument("--data", type=_data_source, default="cifar10", help="cifar10 (default), synthetic, or an image-folder DIR")
-    perf.add_argument("--backbone", default="mobilenet_v2", help="backbone to time (default mobilenet_v2)")
-    perf.add_argument("--image-size", type=_positive_int, help=f"side the backbone runs at (default: the backbone's; at most {MAX_IMAGE_SIZE} unless --allow-large-images)")
+    perf.add_argument("--backbone", nargs="+", default=["mobilenet_v2"], metavar="NAME", help="backbone to time (default mobilenet_v2); with --memory, one or more")
+    perf.add_argument("--image-size", type=_positive_int, help=f"side the backbone runs at (default: the backbone's; with --memory, every backbone's; at most {MAX_IMAGE_SIZE} unless --allow-large-images)")
     perf.add_argument("--allow-large-images", action="store_true", help=f"allow an image size over {MAX_IMAGE_SIZE} px")
-    perf.add_argument("--epochs", type=_positive_int, default=10, help="epochs of each training (default 10)")
+    perf.add_argument("--train-images", type=_positive_int, nargs="+", metavar="N", help="--memory: training-set sizes, images trained on after the validation split (default 5000 20000)")
+    perf.add_argument("--epochs", type=_positive_int, help="epochs of each training (default 10; with --memory 3)")
     perf.add_argument("--augment", choices=sorted(POLICIES), default="none", help="policy for both paths (default none, the write-up's recipe; flip doubles what the cache computes)")
-    perf.add_argument("--weights", default="none", help="imagenet, none (default: timing does not depend on the weights' values), or a weights FILE")
-    perf.add_argument("--out", type=Path, default=Path("out"), help="folder for perf.md (default ./out)")
-    perf.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"decoded-dataset cache (default {DEFAULT_CACHE_DIR}); activations go to a fresh temporary folder per timed run")
+    perf.add_argument("--weights", default="none", help="imagenet, none (default: timing and memory do not depend on the weights' values), a weights FILE, or (with --memory) a DIR holding <backbone>.weights.h5")
+    perf.add_argument("--out", type=Path, default=Path("out"), help="folder for perf.md or perf-memory.md (default ./out)")
+    perf.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"decoded-dataset cache (default {DEFAULT_CACHE_DIR}); activations go to a fresh temporary folder per perf command")
 
     cost = commands.add_parser(
         "cost",
@@ -603,10 +612,17 @@ def cmd_compare(args) -> int:
     return 1 if args.fail_on_regression and comparison.failures else 0
 
 
-def cmd_perf(args) -> int:
+def cmd_perf(args, argv=None) -> int:
+    if args.memory:
+        return _perf_memory(args, argv)
     from bench import quiet, report
     from bench.isolation import LOGS_DIR
 
+    if len(args.backbone) > 1:
+        raise UsageError("perf times one backbone's paths; pass one --backbone, or several with --memory")
+    if args.train_images:
+        raise UsageError("--train-images sizes the --memory benchmark; add --memory, or drop it")
+    args.backbone, args.epochs = args.backbone[0], args.epochs or 10
     spec = get_backbone(args.backbone)
     _check_image_sizes([args.image_size] if args.image_size else [], args.allow_large_images)
     if not {"transfer", "finetune"} <= set(spec.stages):
@@ -741,15 +757,61 @@ def cmd_prefetch(args) -> int:
     return 0
 
 
+def _perf_memory(args, argv=None) -> int:
+    """``bench perf --memory``: checks, decoding the data once here (its peak measured), then the cells."""
+    from bench import memory
+    from bench.data import load_raw, pool_images_for, prepare
+
+    specs = [get_backbone(name) for name in args.backbone]
+    for spec in specs:
+        if not {"transfer", "finetune"} <= set(spec.stages):
+            raise UsageError(f"perf --memory runs transfer and finetune; {spec.name} runs only {', '.join(spec.stages)}; pick another --backbone")
+    for spec in specs:
+        if (args.image_size or spec.default_image_size) < spec.min_image_size:
+            raise UsageError(f"--image-size {args.image_size} is below {spec.name}'s minimum of {spec.min_image_size} px; pass {spec.min_image_size} or more")
+    sizes = sorted(set(args.train_images or [5000, 20000]))
+    if len(sizes) < 2:
+        raise UsageError(f"--train-images needs two sizes or more to measure growth, got {sizes[0]}; pass e.g. --train-images 5000 20000")
+    if args.weights not in ("imagenet", "none") and Path(args.weights).is_file() and len(specs) > 1:
+        raise UsageError("--weights FILE fits a single backbone; with several, pass a DIR holding <backbone>.weights.h5")
+    backbones = []
+    for spec in specs:
+        weights, note = _resolve_weights(args.weights, spec, "transfer")
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        backbones.append((spec.name, args.image_size or spec.default_image_size, weights))
+    _check_out_dir(args.out)
+    # The run process's own cost: decoding (once, into the cache) and checking the data.
+    memory.start_anon_peak()
+    raw = load_raw(args.data, args.cache_dir)
+    pools = [pool_images_for(n, len(raw.class_names), 0.1) for n in sizes]
+    if pools[-1] > len(raw.y_train):
+        raise UsageError(f"--train-images {sizes[-1]} needs {pools[-1]:,} training images before the validation split, but {args.data} has {len(raw.y_train):,}; pass smaller sizes")
+    prepare(raw, 0, 0.1, pools[-1], None)
+    parent_peak = memory.peak_anon_mb()
+    del raw
+
+    from bench import perf, report
+
+    try:
+        growths = perf.memory_growth(args.data, backbones, pools, args.epochs or 3, args.cache_dir, log=sys.stderr)
+    except RuntimeError as error:
+        print(f"error: {error}; see the cell's log above, fix it, and rerun", file=sys.stderr)
+        return 1
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    text = report.render_perf_memory(perf.MemoryBenchmark(growths, parent_peak, command))
+    print(text)
+    write_text(args.out / "perf-memory.md", text + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return cmd_run(args, argv)
-        if args.command == "cost":
-            return cmd_cost(args, argv)
-        return {"list": cmd_list, "report": cmd_report, "compare": cmd_compare, "perf": cmd_perf, "prefetch": cmd_prefetch, "cache": cmd_cache}[args.command](args)
+        if args.command in ("run", "perf", "cost"):
+            return {"run": cmd_run, "perf": cmd_perf, "cost": cmd_cost}[args.command](args, argv)
+        return {"list": cmd_list, "report": cmd_report, "compare": cmd_compare, "prefetch": cmd_prefetch, "cache": cmd_cache}[args.command](args)
     except (UsageError, BackboneLookupError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"error: {message}", file=sys.stderr)

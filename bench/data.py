@@ -1,7 +1,9 @@
-"""Datasets as uint8 arrays: CIFAR-10 through Keras, an image-folder tree, or synthetic data.
+"""Datasets as uint8 arrays: CIFAR-10 through Keras, an image-folder tree (decoded once into
+memory-mapped cache entries), or synthetic data.
 
-Every source yields the same frozen ``Dataset``. The validation split is carved from train,
-stratified and seeded; the test split is only ever evaluated, never used for a choice.
+Every source yields the same frozen ``Dataset`` of row views, read a batch at a time. The
+validation split is carved from train, stratified and seeded; the test split is only ever
+evaluated, never used for a choice.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cache_entries import check_free_space, open_entry, remove_stale_temporaries, write_entry
 from bench.errors import UsageError
+from bench.rows import RowView
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "bench"))
@@ -23,19 +27,20 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """Images are uint8 ``(N, H, W, 3)``; labels int64 ``(N,)``.
+    """Images are uint8 ``(N, H, W, 3)`` row views (usually of memory maps); labels int64 ``(N,)``.
 
     Train and validation are index sets into one pool (the official training images, or a
     profile's subset of them), so features computed once over the pool serve every split.
+    No property copies images: ``x_train`` and ``x_val`` are views, read a batch at a time.
     """
 
     name: str
     class_names: tuple[str, ...]
-    x_pool: np.ndarray
+    x_pool: RowView
     y_pool: np.ndarray
     train_index: np.ndarray
     val_index: np.ndarray
-    x_test: np.ndarray
+    x_test: RowView
     y_test: np.ndarray
 
     @property
@@ -47,16 +52,16 @@ class Dataset:
         return int(self.x_pool.shape[1])
 
     @property
-    def x_train(self) -> np.ndarray:
-        return self.x_pool[self.train_index]
+    def x_train(self) -> RowView:
+        return self.x_pool.subset(self.train_index)
 
     @property
     def y_train(self) -> np.ndarray:
         return self.y_pool[self.train_index]
 
     @property
-    def x_val(self) -> np.ndarray:
-        return self.x_pool[self.val_index]
+    def x_val(self) -> RowView:
+        return self.x_pool.subset(self.val_index)
 
     @property
     def y_val(self) -> np.ndarray:
@@ -261,10 +266,13 @@ def _common_size(files: list[Path]) -> tuple[int, int]:
 
 
 def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawData:
-    """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` into arrays.
+    """Read ``root/train/<class>/*`` and ``root/test/<class>/*``: labels from the listing, images as
+    memory-mapped uint8 arrays.
 
-    Images of other sizes are resized to the most common size (if their shape allows it). Decoded arrays are cached
-    under ``cache_dir`` keyed by the files' paths, sizes and modification times.
+    Images of other sizes are resized to the most common size (if their shape allows it). The
+    decoded images are cached under ``cache_dir/datasets`` as one checked ``.npy`` entry per
+    split (``bench.cache_entries``), keyed by the files' paths, sizes and modification times,
+    and decoded a chunk at a time: memory never holds more than a chunk of them.
     """
     root = root.resolve()
     train, test = _list_split(root, "train"), _list_split(root, "test")
@@ -276,27 +284,27 @@ def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawDat
     class_names = tuple(sorted(train))
     all_files = [f for split in (train, test) for name in class_names for f in split[name]]
     key = hashlib.sha256()
+    # The decoder's version: a change to how images decode (16-bit scaling, transparency)
+    # must not reuse arrays an older decoder wrote.
+    key.update(f"decoder {DECODER_VERSION}\n".encode())
     for file in all_files:
         stat = file.stat()
         key.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    cache_file = Path(cache_dir) / "datasets" / f"{root.name}-{key.hexdigest()[:16]}.npz"
-    if cache_file.exists():
-        with np.load(cache_file) as cached:
-            return RawData(str(root), class_names, cached["x_train"], cached["y_train"], cached["x_test"], cached["y_test"])
-
-    size = _common_size(all_files)
-    arrays = {}
+    folder = Path(cache_dir) / "datasets"
+    remove_stale_temporaries(folder)
+    arrays, common_size = {}, None
     for split_name, split in (("train", train), ("test", test)):
         files = [f for name in class_names for f in split[name]]
-        arrays[f"x_{split_name}"] = _decode(files, size)
+        entry = folder / f"{root.name}-{key.hexdigest()[:16]}.x_{split_name}.npy"
+        images = open_entry(entry, len(files), "uint8")
+        if images is None:
+            common_size = common_size or _common_size(all_files)
+            _decode_to_entry(files, common_size, entry)
+            images = open_entry(entry, len(files), "uint8")
+            if images is None:
+                raise UsageError(f"the decoded dataset {entry} was damaged as it was written; check the disk under {folder}")
+        arrays[f"x_{split_name}"] = images
         arrays[f"y_{split_name}"] = np.concatenate([np.full(len(split[name]), i, np.int64) for i, name in enumerate(class_names)])
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache_file.with_suffix(".tmp.npz")
-        np.savez(temporary, **arrays)
-        os.replace(temporary, cache_file)
-    except OSError:
-        pass  # a read-only or full cache only costs the next run a re-decode
     return RawData(str(root), class_names, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
 
 
@@ -312,6 +320,29 @@ def image_folder_shape(root: Path) -> tuple[tuple[str, ...], tuple[int, int]]:
     if set(train) != set(test):
         raise UsageError(f"train/ and test/ in {root} have different classes; make the class folders match")
     return tuple(sorted(train)), _common_size([f for split in (train, test) for files in split.values() for f in files])
+
+
+# Bumped whenever decoding changes what an image becomes; part of the dataset cache's key.
+DECODER_VERSION = 2
+# Images decoded per chunk: what the decoding holds in memory (160 px: 40 MB).
+DECODE_CHUNK = 512
+
+
+def _decode_to_entry(files: list[Path], size: tuple[int, int], entry: Path) -> None:
+    """Decode ``files`` a chunk at a time into the cache entry ``entry``."""
+    first = _decode(files[:DECODE_CHUNK], size)
+    shape = (len(files), *first.shape[1:])
+    check_free_space(entry.parent, int(np.prod(shape, dtype=np.int64)), f"the decoded images of {len(files):,} files")
+
+    def fill(array):
+        array[: len(first)] = first
+        for start in range(DECODE_CHUNK, len(files), DECODE_CHUNK):
+            array[start : start + DECODE_CHUNK] = _decode(files[start : start + DECODE_CHUNK], size)
+
+    try:
+        write_entry(entry, shape, "uint8", fill)
+    except OSError as error:
+        raise UsageError(f"could not write the decoded dataset to {entry.parent} ({error.strerror or error}); free space or fix its permissions, or pass another --cache-dir") from None
 
 
 def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -351,18 +382,28 @@ def prepare(raw: RawData, seed: int, val_fraction: float = 0.1, train_images: in
         if bad.size:
             raise UsageError(f"{split} labels out of range: found {int(bad[0])} with {len(raw.class_names)} classes; fix the labels")
     rng = np.random.default_rng(seed)
-    x_train, y_train, x_test, y_test = raw.x_train, raw.y_train, raw.x_test, raw.y_test
-    if train_images and train_images < len(y_train):
-        keep = stratified_subset(y_train, train_images, rng)
-        x_train, y_train = x_train[keep], y_train[keep]
+    # Index sets, not copies: the images stay in their (memory-mapped) arrays.
+    x_pool, y_pool, x_test, y_test = RowView(raw.x_train), raw.y_train, RowView(raw.x_test), raw.y_test
+    if train_images and train_images < len(y_pool):
+        keep = stratified_subset(y_pool, train_images, rng)
+        x_pool, y_pool = x_pool.subset(keep), y_pool[keep]
     if test_images and test_images < len(y_test):
         keep = stratified_subset(y_test, test_images, rng)
-        x_test, y_test = x_test[keep], y_test[keep]
+        x_test, y_test = x_test.subset(keep), y_test[keep]
     # An image folder's class is a folder the user can open; other sources' classes are names.
     folder = Path(raw.name) if Path(raw.name).is_absolute() else None
     class_labels = tuple(f"class folder {folder / 'train' / name}" if folder else f"class {name!r}" for name in raw.class_names)
-    train_index, val_index = split_validation(y_train, val_fraction, seed, class_labels)
-    return Dataset(raw.name, raw.class_names, x_train, y_train, train_index, val_index, x_test, y_test)
+    train_index, val_index = split_validation(y_pool, val_fraction, seed, class_labels)
+    return Dataset(raw.name, raw.class_names, x_pool, np.asarray(y_pool), train_index, val_index, x_test, np.asarray(y_test))
+
+
+def pool_images_for(train_images: int, num_classes: int, val_fraction: float) -> int:
+    """The smallest pool (``prepare``'s ``train_images``) whose stratified split leaves at least
+    ``train_images`` images to train on in a balanced dataset of ``num_classes`` classes."""
+    per_class = max(2, -(-train_images // num_classes))
+    while per_class - min(per_class - 1, max(1, round(val_fraction * per_class))) < train_images / num_classes:
+        per_class += 1
+    return per_class * num_classes
 
 
 def content_fingerprint(root: Path) -> str:

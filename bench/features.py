@@ -1,50 +1,60 @@
 """The activation cache: what a frozen prefix of a network outputs, computed once per input.
 
-``FeatureCache`` runs the prefix over an image array and keeps the result as a
-memory-mapped ``.npy`` keyed by what determines it (backbone, weights content, image size,
-cut, input content); ``cached_inputs`` gathers the variants a cached training path reads.
+``FeatureCache`` runs the prefix over images (a ``RowView``, batch by batch) and keeps the
+result as a checked, memory-mapped ``.npy`` entry keyed by what determines it (``entry_key``:
+backbone, weights content, image size; then the cut and the input's content);
+``cached_inputs`` gathers, as row views, the variants a cached training path reads.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from bench import progress
+from bench.cache_entries import check_free_space, open_entry, remove_stale_temporaries, write_entries
+from bench.errors import UsageError
 from bench.grid import Cell
-
-
-def mirror(images: np.ndarray) -> np.ndarray:
-    """Images flipped left to right (the ``flipped`` cache variant, and test-time flipping)."""
-    return images[:, :, ::-1]
+from bench.rows import RowView
 
 
 def fingerprint(*parts) -> str:
-    """A short hash of arrays (shape and bytes) and other values (their ``repr``)."""
+    """A short hash of arrays and row views (shape and bytes) and other values (their ``repr``).
+
+    A view is hashed block by block: the same digest as its rows in one array, without one.
+    """
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, np.ndarray):
+            part = RowView(part)
+        if isinstance(part, RowView):
             digest.update(str(part.shape).encode())
-            digest.update(np.ascontiguousarray(part).data)
+            for block in part.batches():
+                digest.update(block.data)
         else:
             digest.update(repr(part).encode())
     return digest.hexdigest()[:20]
 
 
+def entry_key(cell: Cell) -> tuple:
+    """What, besides the cut and the input's content, an activation-cache entry depends on:
+    the cell's ``activation_identity()`` (backbone, weights content, image size, precision)."""
+    return tuple(sorted(cell.activation_identity().items()))
+
+
 class FeatureCache:
-    """Activations of a frozen ``prefix``, computed once per distinct input array.
+    """Activations of a frozen ``prefix``, computed once per distinct input.
 
     ``prefix`` maps images to one tensor per name in ``cut_names``; a call returns the first
     (what this cell trains on) and saves the others as well, so one pass through a backbone
     serves every stage that cuts it at one of those places (``transfer`` stores the
     activations at ``finetune``'s cut as it computes its pooled features). Entries are keyed by
-    the cell's ``activation_identity()`` (backbone, weights content, image size, precision),
-    the cut and the input array's content, so a cached array is only ever reused for exactly
-    the computation that produced it (a mirrored copy of the images is a different array,
-    hence a different entry).
+    ``entry_key``, the cut and the input's content, so a cached array is only ever reused for
+    exactly the computation that produced it (a mirrored copy of the images is a different
+    input, hence a different entry). Entries are checked as they are opened
+    (``bench.cache_entries``); ``notes`` collects a line for each damaged one recomputed.
     """
 
     def __init__(self, cell: Cell, prefix, cut_names: tuple[str, ...], folder: Path):
@@ -52,56 +62,85 @@ class FeatureCache:
 
         self.prefix = prefix
         self.cut_names = tuple(cut_names)
-        self.base_key = tuple(sorted(cell.activation_identity().items()))
+        self.base_key = entry_key(cell)
         self.folder = Path(folder)
+        self.notes: list[str] = []
+        self._files: dict[int, tuple[RowView, list[Path]]] = {}
+        remove_stale_temporaries(self.folder)
         # One trace for every array this cache extracts.
         self.forward = tf.function(lambda x: prefix(x, training=False), reduce_retracing=True)
 
-    def _file(self, cut_name: str, images: np.ndarray) -> Path:
-        return self.folder / f"{fingerprint(*self.base_key, cut_name, images)}.npy"
+    def _row_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(n) for n in output.shape[1:]) for output in self.prefix.outputs]
 
-    def __call__(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """The first cut's activations over ``images``: a memory-mapped cached copy, or computed and saved."""
+    def files(self, images: RowView) -> list[Path]:
+        """The entries ``images`` maps to, one per cut (its content is hashed once per view)."""
+        if id(images) not in self._files:
+            # The view is kept with its files, so its id cannot be reused by another view.
+            self._files[id(images)] = (images, [self.folder / f"{fingerprint(*self.base_key, name, images)}.npy" for name in self.cut_names])
+        return self._files[id(images)][1]
+
+    def bytes_needed(self, images: RowView) -> int:
+        """Disk space a call on ``images`` will write: nothing when its entry exists."""
+        if self.files(images)[0].exists():
+            return 0
+        return sum(len(images) * int(np.prod(shape, dtype=np.int64)) * 4 for shape in self._row_shapes())
+
+    def __call__(self, images: RowView, batch_size: int = 256) -> np.ndarray:
+        """The first cut's activations over ``images``: a memory map of the checked cached entry,
+        extracted and saved first when it is missing or damaged."""
+        files = self.files(images)
+        row_shapes = self._row_shapes()
+        cached = open_entry(files[0], len(images), "float32", row_shapes[0], self.notes)
+        if cached is not None:
+            return cached
+        check_free_space(self.folder, self.bytes_needed(images), f"the activation cache of {len(images):,} images")
+        try:
+            # Written batch by batch straight to the entries' memory maps: a finetune cut of
+            # 120,000 images can be gigabytes.
+            write_entries(files, [(len(images), *shape) for shape in row_shapes], "float32", lambda arrays: self._extract(images, arrays, batch_size))
+        except OSError as error:
+            raise UsageError(
+                f"could not write the activation cache in {self.folder} ({error.strerror or error}); free space or fix its permissions, "
+                "or pass another --cache-dir (or --no-cache)"
+            ) from None
+        extracted = open_entry(files[0], len(images), "float32", row_shapes[0], self.notes)
+        if extracted is None:
+            raise UsageError(f"the activation cache entry {files[0]} was damaged as it was written; check the disk under {self.folder}")
+        return extracted
+
+    def _extract(self, images: RowView, arrays: list[np.ndarray], batch_size: int) -> None:
         import tensorflow as tf
 
-        files = [self._file(name, images) for name in self.cut_names]
-        if files[0].exists():
-            return np.load(files[0], mmap_mode="r")
-        outputs = self.prefix.outputs
-        shapes = [(len(images), *output.shape[1:]) for output in outputs]
-        temporaries = [f.with_suffix(f".{os.getpid()}.tmp.npy") for f in files]
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            # Written straight to disk: a finetune cut of 120,000 images can be gigabytes.
-            arrays = [np.lib.format.open_memmap(t, mode="w+", dtype="float32", shape=shape) for t, shape in zip(temporaries, shapes)]
-        except OSError:
-            # A full or read-only cache only costs the next run a re-extraction.
-            arrays, files = [np.empty(shape, "float32") for shape in shapes], []
-        for start in range(0, len(images), batch_size):
-            batch = self.forward(tf.constant(images[start : start + batch_size]))
-            for array, values in zip(arrays, batch if len(arrays) > 1 else [batch]):
-                array[start : start + batch_size] = values.numpy()
-            progress.report("extracting", min(start + batch_size, len(images)), len(images))
-        if not files:
-            return arrays[0]
-        for array, temporary, file in zip(arrays, temporaries, files):
-            array.flush()
-            os.replace(temporary, file)
-        del arrays
-        return np.load(files[0], mmap_mode="r")
+        start = 0
+        for batch in images.batches(batch_size):
+            outputs = self.forward(tf.constant(batch))
+            for array, values in zip(arrays, outputs if len(arrays) > 1 else [outputs]):
+                array[start : start + len(batch)] = values.numpy()
+            start += len(batch)
+            progress.report("extracting", start, len(images))
 
 
-def cached_inputs(cache: FeatureCache, data, variants, tta_flip: bool) -> tuple[list, list, list]:
-    """(train variants, val variants, test variants) of activations for the cached path.
+def cached_inputs(cache: FeatureCache, data, variants, tta_flip: bool) -> tuple[list[RowView], list[RowView], list[RowView]]:
+    """(train variants, val variants, test variants): views of memory-mapped activations for the cached path.
 
     Train and validation share the pool's activations for the policy's variants; a mirrored
-    copy is computed for validation and test only where test-time flipping needs it.
+    copy is computed for validation and test only where test-time flipping needs it. The disk
+    space every missing entry needs is checked before the first is extracted.
     """
-    pool = {v: cache(mirror(data.x_pool) if v == "flipped" else data.x_pool) for v in variants}
-    train = [np.asarray(pool[v][data.train_index]) for v in variants]
-    val = [np.asarray(pool["original"][data.val_index])]
-    test = [cache(data.x_test)]
+    inputs = {v: data.x_pool.mirror() if v == "flipped" else data.x_pool for v in variants}
     if tta_flip:
-        val.append(np.asarray(pool["flipped"][data.val_index]) if "flipped" in pool else cache(mirror(data.x_val)))
-        test.append(cache(mirror(data.x_test)))
+        inputs["test flipped"] = data.x_test.mirror()
+        if "flipped" not in inputs:
+            inputs["val flipped"] = data.x_val.mirror()
+    inputs["test"] = data.x_test
+    need = sum(cache.bytes_needed(images) for images in inputs.values())
+    check_free_space(cache.folder, need, f"the activation cache of this cell ({len(inputs)} inputs)")
+    activations = {name: cache(images) for name, images in inputs.items()}
+    train = [RowView(activations[v], data.train_index) for v in variants]
+    val = [RowView(activations["original"], data.val_index)]
+    test = [RowView(activations["test"])]
+    if tta_flip:
+        val.append(RowView(activations["flipped"], data.val_index) if "flipped" in activations else RowView(activations["val flipped"]))
+        test.append(RowView(activations["test flipped"]))
     return train, val, test

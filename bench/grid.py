@@ -36,6 +36,8 @@ IDENTITY_FIELDS = (
     "jit_compile",
     "path",  # cached or uncached training
     "val_fraction",
+    "train_images",  # the pool carved into train and validation (the profile's, or bench perf --memory's)
+    "loader",  # batched, or the in-memory loader bench perf --memory compares it with
     "overrides",  # recipe fields set with --set, as sorted (field, value) pairs
     "dataset_id",  # the data's content
     "weights_id",  # the weights' content
@@ -92,6 +94,8 @@ class Cell:
     dataset_id: str = ""  # content fingerprint; computed from ``data`` when empty
     weights_id: str = ""  # content fingerprint; computed from ``weights`` when empty
     retry_batch_size: int | None = None  # the batch size of an out-of-memory retry
+    train_images: int | None = None  # pool size before the validation split (default: the profile's); `bench perf --memory` sets it
+    loader: str = "batched"  # batched | in-memory: the cached path's loader (in-memory only as `bench perf --memory`'s comparison)
     cpus: float = 1  # resources a distributed executor reserves for the cell
     gpus: float = 0
 
@@ -143,6 +147,8 @@ class Cell:
             "jit_compile": self.jit_compile,
             "path": "cached" if self.cached() else "uncached",
             "val_fraction": self.val_fraction,
+            "train_images": self.train_images or PROFILES[self.profile].train_images,
+            "loader": self.loader,
             "overrides": [list(pair) for pair in self.overrides],
             "dataset_id": self.dataset_id or dataset_fingerprint(self.data),
             "weights_id": self.weights_id or weights_fingerprint(self.weights),

@@ -32,7 +32,8 @@ def inference_images_per_second(forward, images: np.ndarray, batch_size: int = 6
     Returns:
         ``{"images_per_second", "spread", "batch_size"}``; spread is (max - min) / median.
     """
-    batch = tf.constant(np.resize(images, (batch_size, *images.shape[1:])))
+    # Only the first batch's rows: resizing the whole array would copy it.
+    batch = tf.constant(np.resize(images[:batch_size], (batch_size, *images.shape[1:])))
     forward(batch).numpy()  # warm-up: tracing and first-call allocation
     forward(batch).numpy()
     rates = []

@@ -1,8 +1,13 @@
-"""``bench perf``: the cached and uncached training paths, timed side by side in one process.
+"""``bench perf``: the cached and uncached training paths, timed side by side in one process;
+``bench perf --memory``: how each cell's memory grows with the training set.
 
 Both paths run the same cell (same data, seed, epochs, policy) with a cold activation
 cache, so the cached path pays for running the frozen part of the network once per
 variant. Speed-up = uncached training seconds / (cached caching + training seconds).
+
+The memory benchmark runs each backbone's transfer and finetune cells at each training-set
+size, each cell in its own process (so each peak is that cell's alone), then the same cells
+at the largest size with the in-memory loader the per-batch one replaced, for its time.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.cell import run_cell
 from bench.grid import Cell
+from bench.isolation import run_isolated
 from bench.records import Record
 
 
@@ -38,6 +43,8 @@ class PathComparison:
 
 def compare_paths(data: str, backbone: str, image_size: int, epochs: int, augment: str, weights: str, cache_dir: Path, log=sys.stderr) -> list[PathComparison]:
     """Run transfer then finetune, each uncached and cached, cold cache; returns the pairs."""
+    from bench.cell import run_cell
+
     comparisons = []
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as scratch:
         scratch = Path(scratch)
@@ -54,3 +61,71 @@ def compare_paths(data: str, backbone: str, image_size: int, epochs: int, augmen
                 pair[use_cache] = record
             comparisons.append(PathComparison(stage, uncached=pair[False], cached=pair[True]))
     return comparisons
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryGrowth:
+    """One backbone's stage at every training-set size (batched loader), and at the largest
+    size with the in-memory loader."""
+
+    backbone: str
+    stage: str
+    batched: tuple[Record, ...]  # by training-set size, smallest first
+    in_memory: Record
+
+    @property
+    def smallest(self) -> Record:
+        return self.batched[0]
+
+    @property
+    def largest(self) -> Record:
+        return self.batched[-1]
+
+    @property
+    def growth(self) -> float:
+        """Peak anonymous memory at the largest size over that at the smallest."""
+        return self.largest.peak_anon_mb / self.smallest.peak_anon_mb
+
+    @property
+    def time_ratio(self) -> float:
+        """Training seconds of the per-batch loader over the in-memory one's, at the largest size."""
+        return self.largest.train_seconds / self.in_memory.train_seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryBenchmark:
+    growths: list[MemoryGrowth]
+    parent_peak_anon_mb: float | None  # this process, decoding and checking the data
+    command: str
+
+
+def memory_growth(
+    data: str, backbones: list[tuple[str, int, str]], pool_sizes: list[int], epochs: int, cache_dir: Path, timeout_seconds: float | None = None, log=sys.stderr
+) -> list[MemoryGrowth]:
+    """Run every ``(backbone, image size, weights)``'s transfer and finetune cells at each pool size (before
+    the validation split), each in its own process, with a fresh activation cache; then both at
+    the largest size with the in-memory loader. A failed cell raises ``RuntimeError``."""
+    growths = []
+    with tempfile.TemporaryDirectory(prefix="bench-perf-memory-") as scratch:
+        scratch = Path(scratch)
+        # A fresh activation cache: every size's transfer cell extracts, as a first run would.
+        features = scratch / "cache"
+        features.mkdir()
+        # The decoded dataset is shared: the parent decoded it once before any cell.
+        (Path(cache_dir) / "datasets").mkdir(parents=True, exist_ok=True)
+        (features / "datasets").symlink_to(Path(cache_dir).resolve() / "datasets", target_is_directory=True)
+        for backbone, image_size, weights in backbones:
+            runs: dict[tuple[str, str], list[Record]] = {}
+            plan = [(pool, "batched") for pool in pool_sizes] + [(max(pool_sizes), "in-memory")]
+            for pool, loader in plan:
+                for stage in ("transfer", "finetune"):
+                    cell = Cell(backbone, stage, image_size, "none", 0, data=data, profile="full", weights=weights, epochs=epochs, train_images=pool, loader=loader)
+                    print(f"perf --memory: {cell.key} ...", file=log, flush=True)
+                    record = run_isolated(cell, scratch / "out", features, timeout_seconds)
+                    if record.status != "ok":
+                        raise RuntimeError(f"perf cell {cell.key} failed: {(record.error or '').splitlines()[0] if record.error else record.failure}")
+                    print(f"    {record.train_images} training images: peak anon {record.peak_anon_mb or 0:,.0f} MB, train {record.train_seconds:.1f} s", file=log, flush=True)
+                    runs.setdefault((stage, loader), []).append(record)
+            for stage in ("transfer", "finetune"):
+                growths.append(MemoryGrowth(backbone, stage, tuple(runs[(stage, "batched")]), runs[(stage, "in-memory")][0]))
+    return growths

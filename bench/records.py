@@ -76,7 +76,8 @@ class Record:
     infer_spread: float | None = None  # (max - min) / median over the timed repeats
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # the kernel's high-water mark: counts memory-mapped cache pages too
+    peak_anon_mb: float | None = None  # peak anonymous (non-file-backed) resident memory, sampled; None in older records
     peak_gpu_mb: float | None = None
     total_params: int | None = None
     trainable_params: int | None = None
@@ -154,6 +155,8 @@ def _legacy_identity(data: dict) -> dict:
         "jit_compile": bool(data.get("jit_compile")),
         "path": data.get("path"),
         "val_fraction": 0.1,
+        "train_images": {"quick": 1000, "perf": 5000}.get(data.get("profile")),
+        "loader": "batched",
         "overrides": [],
         "dataset_id": f"label:{data.get('dataset')}",
         "weights_id": f"label:{data.get('weights')}",

@@ -50,6 +50,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     max for throughput and latency), since timing noise is one-sided.
     """
     ok = frame[frame["status"] == "ok"]
+    # A column only where some record has it: reports of older records stay byte for byte the same.
+    has_anon = bool(ok["peak_anon_mb"].notna().any())
     rows = []
     for group_id, group in ok.groupby("group", sort=False):
         n = len(group)
@@ -88,6 +90,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "latency_p50_ms_max": float(group["latency_p50_ms"].max()),
                 "latency_p95_ms": float(group["latency_p95_ms"].median()),
                 "peak_rss_mb": float(group["peak_rss_mb"].median()),
+                **({"peak_anon_mb": float(group["peak_anon_mb"].median()) if group["peak_anon_mb"].notna().any() else None} if has_anon else {}),
                 "peak_gpu_mb": float(group["peak_gpu_mb"].median()) if group["peak_gpu_mb"].notna().any() else None,
                 "total_params": int(group["total_params"].iloc[0]),
                 "trainable_params": int(group["trainable_params"].iloc[0]),

@@ -2,18 +2,22 @@
 
 One loop trains either the whole model on augmented images (``image_epochs``) or a
 trainable suffix on cached activations (``variant_epochs``); both see the images in the
-same order per epoch (``epoch_order``), with the same optimiser and schedule.
+same order per epoch (``epoch_order``), with the same optimiser and schedule. Every input
+is read batch by batch from row views of memory maps (``bench.rows``) and prefetched in the
+background, so memory follows the batch size, never the dataset's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import numpy as np
 
 from bench import progress
 from bench.augment import chain
+from bench.rows import RowView, as_view
 from bench.stages import Stage
 
 
@@ -62,42 +66,128 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
+# Batches assembled ahead of the training step, in tf.data's background thread. Measured
+# against the in-memory loader (`bench perf --memory`): a Python generator under tf.data with a
+# fixed prefetch keeps up with the step on the frozen stages (a batch is a few fancy-indexed
+# reads of the memory map, well under a step's time), so parallel batch assembly
+# (``tf.numpy_function`` under a parallel map, or a ``keras.utils.PyDataset`` with workers)
+# buys nothing and would hold more batches. A fixed depth keeps memory a few batches, where
+# AUTOTUNE may buffer more.
+PREFETCH_BATCHES = 4
+# Batch size for validation and evaluation passes (the model's output does not depend on it).
+EVAL_BATCH_SIZE = 256
+
+
+def batch_dataset(make_batches, count: int, *specs):
+    """A tf.data pipeline of the numpy batches ``make_batches()`` yields (tuples matching ``specs``,
+    each ``(shape without the batch axis, dtype)``), ``count`` of them, prefetched in the background."""
+    import tensorflow as tf
+
+    signature = tuple(tf.TensorSpec((None, *shape), dtype) for shape, dtype in specs)
+    dataset = tf.data.Dataset.from_generator(make_batches, output_signature=signature if len(signature) > 1 else signature[0])
+    # A known length lets Keras size its epochs without running out of data.
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
+def view_batches(rows, labels: np.ndarray | None = None, batch_size: int = EVAL_BATCH_SIZE):
+    """Consecutive batches of a ``RowView`` (with their labels where given), in order, for validation and evaluation."""
+    rows = as_view(rows)
+    count = math.ceil(len(rows) / batch_size)
+
+    def batches():
+        for start, x in zip(range(0, len(rows), batch_size), rows.batches(batch_size)):
+            yield x if labels is None else (x, labels[start : start + batch_size])
+
+    specs = [(rows.shape[1:], rows.dtype)] + ([(labels.shape[1:], labels.dtype)] if labels is not None else [])
+    return batch_dataset(batches, count, *specs).prefetch(PREFETCH_BATCHES)
+
+
 def image_epochs(x, y_onehot, recipe: Stage, policy, seed: int):
-    """Uncached input: a tf.data pipeline of augmented image batches per epoch."""
+    """Uncached input: a tf.data pipeline of augmented image batches per epoch, each batch read
+    from the (memory-mapped) images in the epoch's order."""
     import keras
     import tensorflow as tf
 
+    x = as_view(x)
     augment = policy.build(seed, y_onehot.shape[-1]) if policy.build is not None else None
     if recipe.shift_fraction:
         translate = keras.layers.RandomTranslation(recipe.shift_fraction, recipe.shift_fraction, fill_mode="nearest", seed=seed + 50)
         augment = chain(augment, lambda images, labels: (translate(images, training=True), labels))
+    size = recipe.batch_size
 
     def for_epoch(epoch):
         order = epoch_order(len(x), seed, epoch)
-        dataset = tf.data.Dataset.from_tensor_slices((x[order], y_onehot[order])).batch(recipe.batch_size)
+
+        def batches():
+            for start in range(0, len(order), size):
+                picked = order[start : start + size]
+                yield x.rows(picked), y_onehot[picked]
+
+        dataset = batch_dataset(batches, math.ceil(len(order) / size), (x.shape[1:], x.dtype), (y_onehot.shape[1:], "float32"))
         dataset = dataset.map(lambda i, l: (tf.cast(i, "float32"), l), num_parallel_calls=tf.data.AUTOTUNE)
         if augment is not None:
             # Sequential (not parallel) map: the layers' seed generators then give the same
             # batches for the same seed.
             dataset = dataset.map(augment)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return dataset.prefetch(PREFETCH_BATCHES)
 
     return for_epoch
 
 
-def variant_epochs(variants: list[np.ndarray], y_onehot, seed: int, max_shift: int = 0):
-    """Cached input: each image's variant (e.g. original or mirrored) drawn per epoch, seeded,
-    then its activation map shifted by up to ``max_shift`` positions each way."""
+def variant_draws(count: int, variants: int, seed: int, epoch: int, max_shift: int = 0):
+    """An epoch's seeded draws for the cached path: (order, each position's variant or ``None``,
+    each position's (rows, cols) map shift or ``None``)."""
+    order = epoch_order(count, seed, epoch)
+    choice = np.random.default_rng([seed, epoch, 1]).integers(variants, size=count) if variants > 1 else None
+    shifts = shift_draws(count, max_shift, np.random.default_rng([seed, epoch, 2])) if max_shift else None
+    return order, choice, shifts
+
+
+def variant_epochs(variants, y_onehot, seed: int, max_shift: int = 0, *, batch_size: int):
+    """Cached input, batch by batch: each image's variant (e.g. original or mirrored) drawn per
+    epoch, seeded, then its activation map shifted by up to ``max_shift`` positions each way.
+
+    ``variants`` are row views of memory-mapped activations; a batch reads only its own rows,
+    so memory is a few batches whatever the split's size.
+    """
+    variants = [as_view(v) for v in variants]
+    count = len(y_onehot)
 
     def for_epoch(epoch):
-        order = epoch_order(len(y_onehot), seed, epoch)
+        order, choice, shifts = variant_draws(count, len(variants), seed, epoch, max_shift)
+
+        def batches():
+            for start in range(0, count, batch_size):
+                stop = start + batch_size
+                positions = order[start:stop]
+                if choice is None:
+                    maps = variants[0].rows(positions)
+                else:
+                    maps = np.empty((len(positions), *variants[0].shape[1:]), variants[0].dtype)
+                    for v, view in enumerate(variants):
+                        mask = choice[start:stop] == v
+                        maps[mask] = view.rows(positions[mask])
+                if shifts is not None:
+                    maps = shift_maps_by(maps, shifts[0][start:stop], shifts[1][start:stop])
+                yield maps, y_onehot[positions]
+
+        dataset = batch_dataset(batches, math.ceil(count / batch_size), (variants[0].shape[1:], variants[0].dtype), (y_onehot.shape[1:], "float32"))
+        return dataset.prefetch(PREFETCH_BATCHES)
+
+    return for_epoch
+
+
+def in_memory_variant_epochs(variants: list[np.ndarray], y_onehot, seed: int, max_shift: int = 0):
+    """The loader ``variant_epochs`` replaced, kept only as ``bench perf --memory``'s comparison:
+    whole arrays in memory and a fancy-indexed copy of the split per epoch. Same draws."""
+
+    def for_epoch(epoch):
+        order, choice, shifts = variant_draws(len(y_onehot), len(variants), seed, epoch, max_shift)
         picked = variants[0][order]  # a copy: fancy indexing
-        if len(variants) > 1:
-            choice = np.random.default_rng([seed, epoch, 1]).integers(len(variants), size=len(order))
-            for v in range(1, len(variants)):
-                picked[choice == v] = variants[v][order[choice == v]]
-        if max_shift:
-            picked = shift_maps(picked, max_shift, np.random.default_rng([seed, epoch, 2]))
+        for v in range(1, len(variants)):
+            picked[choice == v] = variants[v][order[choice == v]]
+        if shifts is not None:
+            picked = shift_maps_by(picked, *shifts)
         return picked, y_onehot[order]
 
     return for_epoch
@@ -109,15 +199,24 @@ def map_shift(recipe: Stage, map_side: int) -> int:
     return max(1, round(recipe.shift_fraction * map_side)) if recipe.shift_fraction else 0
 
 
+def shift_draws(count: int, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """(rows, cols): each map's shift, whole positions in [-max_shift, max_shift] along each axis."""
+    return rng.integers(-max_shift, max_shift + 1, size=(2, count))
+
+
 def shift_maps(maps: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
     """Moves each (height, width, channels) map, in place, by a random whole number of positions
     in [-max_shift, max_shift] along each axis, repeating the edge positions into the space it leaves."""
-    count, height, width = maps.shape[:3]
-    rows, cols = rng.integers(-max_shift, max_shift + 1, size=(2, count))
-    for row in range(-max_shift, max_shift + 1):
-        for col in range(-max_shift, max_shift + 1):
+    return shift_maps_by(maps, *shift_draws(len(maps), max_shift, rng))
+
+
+def shift_maps_by(maps: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Moves map ``i``, in place, by ``rows[i]`` and ``cols[i]`` positions, edges repeated."""
+    height, width = maps.shape[1:3]
+    for row in np.unique(rows):
+        for col in np.unique(cols):
             picked = np.flatnonzero((rows == row) & (cols == col))
-            if row or col:
+            if (row or col) and len(picked):
                 # Group by group, so the extra memory is one group's maps, not a padded copy of all.
                 source_rows = np.clip(np.arange(height) - row, 0, height - 1)
                 source_cols = np.clip(np.arange(width) - col, 0, width - 1)
@@ -139,12 +238,17 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
     """Fit ``model`` epoch by epoch.
 
     ``epoch_inputs(epoch)`` gives a tf.data pipeline or an ``(x, y)`` pair already in the
-    epoch's order; the learning-rate schedule spans all epochs.
+    epoch's order; ``val_inputs`` is a ``RowView`` (read batch by batch) or an array. The
+    learning-rate schedule spans all epochs.
     """
     from bench.measure import DivergenceGuard, ThroughputMeter
 
     meter, guard = ThroughputMeter(recipe.batch_size), DivergenceGuard()
     compile_model(model, recipe, steps_per_epoch, jit_compile)
+    if isinstance(val_inputs, RowView):
+        validation, validation_batch_size = view_batches(val_inputs, y_val_onehot), None
+    else:
+        validation, validation_batch_size = (val_inputs, y_val_onehot), EVAL_BATCH_SIZE
     history = []
     start = time.perf_counter()
     for epoch in range(recipe.epochs):
@@ -157,8 +261,8 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
             shuffle=False,
             epochs=epoch + 1,
             initial_epoch=epoch,
-            validation_data=(val_inputs, y_val_onehot),
-            validation_batch_size=256,
+            validation_data=validation,
+            validation_batch_size=validation_batch_size,
             callbacks=[meter, guard, progress.keras_callback(epoch, recipe.epochs, steps_per_epoch)],
             verbose=0,
         )
@@ -172,8 +276,11 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
     return TrainResult(history, meter.images_per_second, guard.diverged, time.perf_counter() - start)
 
 
-def evaluate(model, variants: list[np.ndarray], labels: np.ndarray) -> tuple[float, float]:
-    """(accuracy, cross-entropy) of the class probabilities averaged over the test-time variants."""
-    probs = np.mean([model.predict(v, batch_size=256, verbose=0) for v in variants], axis=0)
+def evaluate(model, variants: list, labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy, cross-entropy) of the class probabilities averaged over the test-time variants
+    (row views, read batch by batch, or arrays)."""
+    probs = np.mean(
+        [model.predict(view_batches(v) if isinstance(v, RowView) else v, batch_size=None if isinstance(v, RowView) else EVAL_BATCH_SIZE, verbose=0) for v in variants], axis=0
+    )
     picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
     return float(np.mean(probs.argmax(1) == labels)), float(-np.mean(np.log(picked)))

@@ -49,7 +49,7 @@ def test_record_schema(transfer_runs):
     data = dataclasses.asdict(cached)
     assert cached.status == "ok" and cached.error == ""
     for name in ("test_accuracy", "val_accuracy", "test_loss", "val_loss", "train_seconds", "wall_seconds", "train_images_per_second",
-                 "infer_images_per_second", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "total_params", "trainable_params", "flops_per_image"):
+                 "infer_images_per_second", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "peak_anon_mb", "total_params", "trainable_params", "flops_per_image"):
         assert data[name] is not None and data[name] > 0, name
     assert 0 <= cached.test_accuracy <= 1 and cached.latency_p95_ms >= cached.latency_p50_ms
     assert cached.trainable_params < cached.total_params
@@ -121,11 +121,17 @@ def test_shift_maps_moves_whole_cells_with_edges_repeated():
     np.testing.assert_array_equal(shift_maps(maps.copy(), 2, np.random.default_rng(1)), shifted)
 
 
+def _epoch_arrays(dataset):
+    """An epoch's batches from a per-batch pipeline, joined: (inputs, labels)."""
+    batches = list(dataset.as_numpy_iterator())
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+
+
 def test_cached_epochs_shift_the_activation_maps_only_when_asked():
     maps = np.random.default_rng(0).normal(size=(40, 4, 4, 2)).astype("float32")
     y = np.eye(10, dtype="float32")[np.arange(40) % 10]
-    plain, plain_labels = variant_epochs([maps], y, seed=0)(0)
-    shifted, shifted_labels = variant_epochs([maps], y, seed=0, max_shift=1)(0)
+    plain, plain_labels = _epoch_arrays(variant_epochs([maps], y, seed=0, batch_size=16)(0))
+    shifted, shifted_labels = _epoch_arrays(variant_epochs([maps], y, seed=0, max_shift=1, batch_size=16)(0))
     np.testing.assert_array_equal(plain_labels, shifted_labels)
     order = [int(np.flatnonzero((maps == m).all(axis=(1, 2, 3)))[0]) for m in plain]
     assert all(_shifted_by(maps[i], m, 1) is not None for i, m in zip(order, shifted))

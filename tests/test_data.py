@@ -71,7 +71,11 @@ def test_image_folder_reads_and_ignores_file_order(tmp_path):
 def test_image_folder_cache_is_reused_and_invalidated(tmp_path):
     root = _write_tree(tmp_path / "d", {"a": 3, "b": 3})
     first = load_image_folder(root, cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache" / "datasets").glob("*.npz"))) == 1
+    # One memory-mapped .npy entry per split, each with its checksum.
+    entries = sorted((tmp_path / "cache" / "datasets").glob("*.npy"))
+    assert [e.name.rsplit(".", 2)[1] for e in entries] == ["x_test", "x_train"]
+    assert all(e.with_name(e.name + ".sha256").exists() for e in entries)
+    assert isinstance(first.x_train, np.memmap) and isinstance(load_image_folder(root, cache_dir=tmp_path / "cache").x_test, np.memmap)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "a" / "0000.png")
     os.utime(root / "train" / "a" / "0000.png", ns=(1, 1))
     second = load_image_folder(root, cache_dir=tmp_path / "cache")
@@ -239,3 +243,46 @@ def test_too_few_images_names_the_class_folder(tmp_path):
     raw = load_image_folder(_write_tree(tmp_path / "d", {"cats": 3, "dogs": 1}), cache_dir=tmp_path / "cache")
     with pytest.raises(UsageError, match=r"class folder .*d/train/dogs has 1 training image"):
         prepare(raw, seed=0)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "same-size"])
+def test_a_damaged_dataset_cache_heals_with_one_line(tmp_path, capsys, damage):
+    root = _write_tree(tmp_path / "d", {"a": 3, "b": 3})
+    first = np.array(load_image_folder(root, cache_dir=tmp_path / "cache").x_train)
+    (entry,) = (tmp_path / "cache" / "datasets").glob("*.x_train.npy")
+    if damage == "truncate":
+        os.truncate(entry, entry.stat().st_size - 10)
+    else:
+        data = bytearray(entry.read_bytes())
+        data[-1] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    capsys.readouterr()
+    healed = load_image_folder(root, cache_dir=tmp_path / "cache")
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(notes) == 1 and entry.name in notes[0] and ("truncated" if damage == "truncate" else "checksum mismatch") in notes[0]
+    assert np.array_equal(healed.x_train, first)
+    assert (entry.parent / "damaged" / entry.name).exists()
+    # Healed for good: the next load says nothing.
+    load_image_folder(root, cache_dir=tmp_path / "cache")
+    assert capsys.readouterr().err == ""
+
+
+def test_prepare_copies_no_images(tmp_path):
+    raw = load_image_folder(_write_tree(tmp_path / "d", {"a": 20, "b": 20}), cache_dir=tmp_path / "cache")
+    data = prepare(raw, seed=0, val_fraction=0.2, train_images=30, test_images=10)
+    # Views into the memory-mapped entries: splits and subsets are index sets, never copies.
+    for view in (data.x_pool, data.x_train, data.x_val, data.x_test):
+        assert view.array is raw.x_train or view.array is raw.x_test
+    assert np.array_equal(data.x_val.rows(slice(None)), np.asarray(raw.x_train)[data.x_pool.index[data.val_index]])
+    assert len(data.x_train) + len(data.x_val) == 30 and len(data.x_test) == 10
+
+
+@pytest.mark.parametrize("train_images,classes", [(5000, 10), (20000, 10), (45000, 10), (7, 3), (100, 7)])
+def test_pool_size_gives_at_least_the_asked_training_images(train_images, classes):
+    from bench.data import pool_images_for
+
+    pool = pool_images_for(train_images, classes, 0.1)
+    labels = np.repeat(np.arange(classes), pool // classes)
+    train, _ = split_validation(labels, 0.1, seed=0)
+    smaller = np.repeat(np.arange(classes), pool // classes - 1)
+    assert len(train) >= train_images > len(split_validation(smaller, 0.1, seed=0)[0])

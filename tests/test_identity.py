@@ -54,6 +54,8 @@ VARIATIONS = {
     "jit_compile": ({}, {"jit_compile": True}),
     "path": ({}, {"use_cache": False}),
     "val_fraction": ({}, {"val_fraction": 0.2}),
+    "train_images": ({}, {"train_images": 5000}),
+    "loader": ({}, {"loader": "in-memory"}),
     "overrides": ({}, {"overrides": (("head_units", 1024),)}),
     "dataset_id": ({"data": "A"}, {"data": "B"}),
     "weights_id": ({"weights": "W1"}, {"weights": "W2"}),

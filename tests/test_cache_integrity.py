@@ -1,0 +1,209 @@
+"""The caches check what they read: entries checked on open, checksummed, healed when damaged;
+no temporaries left by dead writers; no extraction that cannot fit on the disk."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bench import cache_entries
+from bench.cache_entries import DAMAGED_DIR, check_free_space, checksum_path, open_entry, remove_stale_temporaries, temporary_path, verified_path, write_entry
+from bench.errors import UsageError
+
+
+def _entry(tmp_path, values=None):
+    values = np.arange(6 * 4 * 4 * 3, dtype="float32").reshape(6, 4, 4, 3) if values is None else values
+    entry = tmp_path / "features" / "abc.npy"
+    write_entry(entry, values.shape, values.dtype, lambda array: array.__setitem__(slice(None), values))
+    return entry, values
+
+
+def _notes(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_an_entry_round_trips_memory_mapped_and_is_hashed_only_on_first_open(tmp_path, monkeypatch):
+    entry, values = _entry(tmp_path)
+    assert checksum_path(entry).exists() and not verified_path(entry).exists()
+    opened = open_entry(entry, 6, "float32", (4, 4, 3))
+    assert isinstance(opened, np.memmap) and np.array_equal(opened, values)
+    assert verified_path(entry).exists()
+    # Verified once: later opens check the header against the size, but do not hash.
+    monkeypatch.setattr(cache_entries, "file_sha256", lambda path: pytest.fail("hashed a verified entry"))
+    assert np.array_equal(open_entry(entry, 6, "float32", (4, 4, 3)), values)
+
+
+@pytest.mark.parametrize("damage,problem", [
+    (lambda path: os.truncate(path, path.stat().st_size - 100), "truncated"),
+    (lambda path: path.write_bytes(path.read_bytes() + b"\0" * 64), "too long"),
+    (lambda path: path.write_bytes(b"not an npy file at all" * 10), "unreadable .npy header"),
+])
+def test_a_damaged_entry_is_moved_aside_with_one_line(tmp_path, capsys, damage, problem):
+    entry, _ = _entry(tmp_path)
+    damage(entry)
+    notes = []
+    assert open_entry(entry, 6, "float32", (4, 4, 3), notes) is None
+    assert not entry.exists() and (entry.parent / DAMAGED_DIR / entry.name).exists()
+    assert not checksum_path(entry).exists()
+    (line,) = _notes(capsys)
+    assert problem in line and entry.name in line and "recomputing" in line and notes == [line.removeprefix("note: ")]
+
+
+@pytest.mark.parametrize("verified_first", [False, True])
+def test_same_size_corruption_is_caught_by_the_checksum(tmp_path, capsys, verified_first):
+    entry, _ = _entry(tmp_path)
+    if verified_first:
+        assert open_entry(entry) is not None
+    data = bytearray(entry.read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte in the values: the header still matches the size
+    time.sleep(0.01)
+    entry.write_bytes(bytes(data))
+    assert open_entry(entry) is None
+    assert "checksum mismatch" in capsys.readouterr().err
+
+
+def test_another_shape_than_expected_is_damage(tmp_path, capsys):
+    entry, _ = _entry(tmp_path)
+    assert open_entry(entry, rows=7) is None
+    assert "holds float32 (6, 4, 4, 3)" in capsys.readouterr().err
+
+
+def test_an_entry_without_checksum_is_removed_not_kept(tmp_path, capsys):
+    entry, _ = _entry(tmp_path)
+    checksum_path(entry).unlink()
+    assert open_entry(entry) is None
+    assert not entry.exists() and not (entry.parent / DAMAGED_DIR).exists()
+    assert "no checksum" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    entry = tmp_path / "features" / "abc.npy"
+
+    def fail(array):
+        array[:2] = 1
+        raise RuntimeError("extraction failed")
+
+    with pytest.raises(RuntimeError):
+        write_entry(entry, (4, 3), "float32", fail)
+    assert sorted(p.name for p in entry.parent.iterdir()) == []
+
+
+def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    folder = tmp_path / "features"
+    folder.mkdir()
+    ours = temporary_path(folder / "a.npy")
+    theirs = folder / f"b.{dead}@{cache_entries._HOST}.tmp.npy"
+    legacy = folder / f"c.{dead}.tmp.npy"  # the old naming, without a host
+    other_host_recent = folder / "d.1@elsewhere.tmp.npy"
+    other_host_old = folder / "e.1@elsewhere.tmp.npy"
+    for path in (ours, theirs, legacy, other_host_recent, other_host_old):
+        path.write_bytes(b"x")
+    os.utime(other_host_old, (1, 1))
+    removed = remove_stale_temporaries(folder)
+    assert sorted(p.name for p in removed) == sorted([theirs.name, legacy.name, other_host_old.name])
+    assert ours.exists() and other_host_recent.exists()
+
+
+def test_a_killed_writer_leaves_a_temporary_the_next_run_removes(tmp_path):
+    folder = tmp_path / "features"
+    script = (
+        "import sys, time; from pathlib import Path; from bench.cache_entries import write_entry\n"
+        f"write_entry(Path({str(folder / 'abc.npy')!r}), (1000, 100), 'float32', lambda a: (print('writing', flush=True), time.sleep(60)))\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert [p.name for p in folder.glob("*.tmp.npy")] != []
+    remove_stale_temporaries(folder)
+    assert list(folder.glob("*.tmp.npy")) == [] and not (folder / "abc.npy").exists()
+
+
+def test_no_room_on_the_disk_fails_early_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_entries.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**9})())
+    check_free_space(tmp_path / "not" / "yet", 5 * 10**8, "the activation cache")
+    with pytest.raises(UsageError) as error:
+        check_free_space(tmp_path / "not" / "yet", 2 * 10**9, "the activation cache")
+    message = str(error.value)
+    assert "\n" not in message and "needs 2.00 GB" in message and "1.00 GB is free" in message and "--cache-dir" in message
+
+
+# --------------------------------------------------------------------------- the caches in a cell
+
+
+def _transfer_cell():
+    from bench.grid import Cell
+
+    return Cell("mobilenet_v2", "transfer", 32, "none", 0, data="synthetic", weights="none", epochs=1, batch_size=32)
+
+
+def test_a_damaged_activation_cache_heals_and_the_record_says_so(tmp_path):
+    from bench.cell import run_cell
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    first = run_cell(_transfer_cell(), out, cache)
+    entries = sorted((cache / "features").glob("*.npy"))
+    assert first.status == "ok" and first.notes == "" and len(entries) == 8
+    for damage in ("truncate", "same-size"):
+        for entry in entries:
+            if damage == "truncate":
+                os.truncate(entry, entry.stat().st_size // 2)
+            else:
+                data = bytearray(entry.read_bytes())
+                data[-3] ^= 0x55
+                entry.write_bytes(bytes(data))
+        again = run_cell(_transfer_cell(), out, cache)
+        # The four inputs' pooled features are what this cell opens: each is reported, recomputed
+        # (rewriting the finetune cut beside it), and the result is what it was.
+        notes = again.notes.split("; ")
+        assert again.status == "ok" and len(notes) == 4, again.notes
+        assert all(("truncated" if damage == "truncate" else "checksum mismatch") in note for note in notes)
+        assert again.test_accuracy == first.test_accuracy
+        assert sorted((cache / "features").glob("*.npy")) == entries
+        assert all(open_entry(entry) is not None for entry in entries)
+    assert list((cache / "features").glob("*.tmp.npy")) == []
+
+
+def test_an_activation_cache_that_cannot_fit_fails_before_extracting(tmp_path, monkeypatch):
+    from bench.cell import run_cell
+
+    # Room for the decoded data, not for the activations.
+    monkeypatch.setattr(cache_entries.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**5})())
+    with pytest.raises(UsageError, match=r"the activation cache of this cell \(4 inputs\) needs 0\.\d+ GB .* free space, or pass --cache-dir"):
+        run_cell(_transfer_cell(), tmp_path / "out", tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_a_run_heals_truncated_dataset_and_activation_entries_saying_so(tmp_path):
+    from PIL import Image
+
+    from conftest import run_cli
+
+    data = tmp_path / "images"
+    for split, count in (("train", 12), ("test", 4)):
+        for label in range(3):
+            folder = data / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.random.default_rng(label * 100 + i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    args = ["run", "--backbone", "mobilenet_v2", "--stage", "transfer", "--image-size", "32", "--epochs", "1", "--weights", "none",
+            "--data", data, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
+    assert run_cli(*args).returncode == 0
+    for entry in [*(tmp_path / "cache" / "datasets").glob("*.x_train.npy"), *(tmp_path / "cache" / "features").glob("*.npy")]:
+        os.truncate(entry, entry.stat().st_size - 1)
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    # The run process heals the dataset and says so on the terminal, in one line.
+    (line,) = [line for line in second.stderr.splitlines() if "damaged" in line]
+    assert "x_train.npy" in line and "truncated" in line
+    # The cell heals the activations and its record says so.
+    from bench.records import read_records
+
+    record = read_records(tmp_path / "out").records[-1]
+    assert record.status == "ok" and record.notes.count("is damaged (truncated") == 4

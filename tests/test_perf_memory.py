@@ -1,0 +1,49 @@
+"""``bench perf --memory``: its checks (one line, exit 2) and its output (ratio lines and table)."""
+
+import re
+
+import pytest
+
+from bench.cli import main
+from conftest import run_cli
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--train-images", "5000"], "needs two sizes or more"),
+    (["--backbone", "small_cnn"], "runs only baseline"),
+    (["--train-images", "100", "100000"], "needs 111,110 training images before the validation split, but synthetic has 600"),
+    (["--backbone", "mobilenet_v2", "resnet50", "--weights", __file__], "--weights FILE fits a single backbone"),
+    (["--image-size", "8"], "below mobilenet_v2's minimum"),
+])
+def test_perf_memory_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    assert main(["perf", "--memory", "--data", "synthetic", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out" / "perf-memory.md").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--train-images", "100", "200"], "--train-images sizes the --memory benchmark"),
+    (["--backbone", "mobilenet_v2", "resnet50"], "pass one --backbone, or several with --memory"),
+])
+def test_memory_options_without_memory_are_one_line(argv, message, tmp_path, capsys):
+    assert main(["perf", "--data", "synthetic", "--out", str(tmp_path / "out"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_perf_memory_prints_the_ratios_and_writes_the_table(tmp_path):
+    result = run_cli("perf", "--memory", "--data", "synthetic", "--image-size", "32", "--train-images", "100", "300", "--epochs", "1",
+                     "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "out" / "perf-memory.md").read_text()
+    assert result.stdout.strip() == text.strip()
+    for stage in ("transfer", "finetune"):
+        assert re.search(rf"`mobilenet_v2` {stage}: peak memory growth 300/100 training images: \d+\.\d\dx", text), text
+        assert re.search(rf"`mobilenet_v2` {stage}: cached training time vs in-memory path: \d+\.\d\dx", text), text
+    assert re.search(r"the `bench` process itself \(decoding and checking the data\): [\d,]+ MB", text)
+    rows = [line for line in text.splitlines() if line.startswith("| `mobilenet_v2`")]
+    # Two sizes per stage with the per-batch loader, one with the in-memory loader.
+    assert len(rows) == 6 and sum("in-memory (old)" in row for row in rows) == 2
+    assert all(re.search(r"\| \d[\d,]* +\| \d[\d,]* +\|", row) for row in rows)  # peak anon and RSS measured
+    # A fresh activation cache per run, removed afterwards: nothing of it lands in --cache-dir.
+    assert not (tmp_path / "cache" / "features").exists()
