@@ -34,6 +34,8 @@ STALE_TEMPORARY_SECONDS = 24 * 3600
 NO_CHECKSUM = "no checksum"
 _HOST = socket.gethostname().replace("/", "_")
 _TEMPORARY = re.compile(r"^(?P<stem>.+?)\.(?P<pid>\d+)(?:@(?P<host>.+))?\.tmp\.npy$")
+# ``write_text``'s temporaries (checksums, markers): this host's, named by process.
+_SIDECAR_TEMPORARY = re.compile(r"^(?P<stem>.+)\.(?P<pid>\d+)(?P<host>)\.tmp$")
 
 
 def checksum_path(entry: Path) -> Path:
@@ -91,13 +93,13 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     now = time.time()
-    for path in folder.glob(f"*{TEMPORARY_SUFFIX}"):
-        match = _TEMPORARY.match(path.name)
+    for path in [*folder.glob(f"*{TEMPORARY_SUFFIX}"), *folder.glob("*.tmp")]:
+        match = _TEMPORARY.match(path.name) or _SIDECAR_TEMPORARY.match(path.name)
         try:
             age_seconds = now - path.stat().st_mtime
         except FileNotFoundError:
             continue  # its writer renamed or removed it meanwhile
-        local = match is not None and match.group("host") in (None, _HOST)
+        local = match is not None and match.group("host") in (None, "", _HOST)
         if (local and not _alive(int(match.group("pid")))) or age_seconds > STALE_TEMPORARY_SECONDS:
             path.unlink(missing_ok=True)
             removed.append(path)

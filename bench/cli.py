@@ -19,7 +19,6 @@ from pathlib import Path
 from backbones import BackboneLookupError, get_backbone, list_backbones
 from bench import files
 from bench.augment import POLICIES
-from bench.cache_entries import write_text
 from bench.grid import Cell
 from bench.data import DEFAULT_CACHE_DIR
 from bench.errors import UsageError
@@ -801,7 +800,7 @@ def _perf_memory(args, argv=None) -> int:
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     text = report.render_perf_memory(perf.MemoryBenchmark(growths, parent_peak, command))
     print(text)
-    write_text(args.out / "perf-memory.md", text + "\n")
+    files.write_text(args.out / "perf-memory.md", text + "\n")
     return 0
 
 

@@ -86,7 +86,12 @@ class FeatureCache:
             return 0
         return sum(len(images) * int(np.prod(shape, dtype=np.int64)) * 4 for shape in self._row_shapes())
 
-    def __call__(self, images: RowView, batch_size: int = 256) -> np.ndarray:
+    # Images per extraction step. Measured on 2 CPU cores (MobileNetV2 at 128 px, 1,024 images):
+    # 307 images/s at 128 against 306 at 256, with a peak of 936 MB of anonymous memory against
+    # 1,504 MB, since the backbone's widest activations scale with the batch.
+    EXTRACT_BATCH_SIZE = 128
+
+    def __call__(self, images: RowView, batch_size: int = EXTRACT_BATCH_SIZE) -> np.ndarray:
         """The first cut's activations over ``images``: a memory map of the checked cached entry,
         extracted and saved first when it is missing or damaged."""
         files = self.files(images)

@@ -101,11 +101,12 @@ def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
     legacy = folder / f"c.{dead}.tmp.npy"  # the old naming, without a host
     other_host_recent = folder / "d.1@elsewhere.tmp.npy"
     other_host_old = folder / "e.1@elsewhere.tmp.npy"
-    for path in (ours, theirs, legacy, other_host_recent, other_host_old):
+    checksum_of_dead = folder / f"f.npy.sha256.{dead}.tmp"  # a checksum being written when its writer died
+    for path in (ours, theirs, legacy, other_host_recent, other_host_old, checksum_of_dead):
         path.write_bytes(b"x")
     os.utime(other_host_old, (1, 1))
     removed = remove_stale_temporaries(folder)
-    assert sorted(p.name for p in removed) == sorted([theirs.name, legacy.name, other_host_old.name])
+    assert sorted(p.name for p in removed) == sorted([theirs.name, legacy.name, other_host_old.name, checksum_of_dead.name])
     assert ours.exists() and other_host_recent.exists()
 
 

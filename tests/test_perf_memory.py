@@ -47,3 +47,33 @@ def test_perf_memory_prints_the_ratios_and_writes_the_table(tmp_path):
     assert all(re.search(r"\| \d[\d,]* +\| \d[\d,]* +\|", row) for row in rows)  # peak anon and RSS measured
     # A fresh activation cache per run, removed afterwards: nothing of it lands in --cache-dir.
     assert not (tmp_path / "cache" / "features").exists()
+
+
+@pytest.mark.slow
+def test_a_20000_image_folder_at_160_px_trains_within_2500_mb(tmp_path):
+    """Issue 15's target for a user's own large folder: a MobileNetV2 transfer cell on 20,000
+    training images of 160 px (about 1.5 GB decoded) peaks within 2,500 MB of anonymous memory.
+    Slow (several minutes on 2 cores): `pytest -m slow tests/test_perf_memory.py`."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.records import read_records
+
+    data = tmp_path / "folder160"
+    rng = np.random.default_rng(0)
+    side = np.arange(160)
+    for split, per_class in (("train", 2000), ("test", 50)):
+        for label in range(10):
+            folder = data / split / f"class{label}"
+            folder.mkdir(parents=True)
+            # Smooth class-coloured gradients with noise: JPEG keeps them small on disk.
+            base = (side[:, None, None] * (label + 1) + side[None, :, None] * (10 - label) + np.array([0, 60, 120])) % 256
+            for i in range(per_class):
+                pixels = np.clip(base + rng.normal(0, 20, (160, 160, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=85)
+    result = run_cli("run", "--backbone", "mobilenet_v2", "--stage", "transfer", "--epochs", "1", "--weights", "none", "--augment", "none",
+                     "--data", data, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out", timeout=3000)
+    assert result.returncode == 0, result.stderr
+    (record,) = read_records(tmp_path / "out").records
+    assert record.train_images == 18000 and record.image_size == 128 and record.path == "cached"
+    assert record.peak_anon_mb <= 2500, record.peak_anon_mb
