@@ -492,11 +492,13 @@ def _check_out_dir(out: Path, flag: str = "--out", create: bool = True) -> None:
         raise UsageError(f"{flag} folder {out} is not writable ({error.strerror}); pick a writable folder or fix its permissions") from None
 
 
-def _validate_data(args):
-    """Load (and so check) the data once in the parent; returns its native image size."""
+def _validate_data(args, notes: list[str] | None = None):
+    """Load (and so check) the data once in the parent; returns its native image size.
+
+    ``notes`` collects a line per damaged cache entry healed on the way."""
     from bench.data import load_raw, prepare
 
-    raw = load_raw(args.data, args.cache_dir)
+    raw = load_raw(args.data, args.cache_dir, notes)
     profile = PROFILES[args.profile]
     prepare(raw, args.seed, args.val_fraction, profile.train_images, profile.test_images)
     return int(raw.x_train.shape[1])
@@ -534,7 +536,8 @@ def cmd_run(args, argv=None) -> int:
         # TensorFlow's own lines (the CIFAR-10 download, the weights check) go to OUT/logs/,
         # kept only once every check passed: bad input writes nothing.
         with quiet.native_output_to(tf_log):
-            native_size = _validate_data(args)
+            healed: list[str] = []
+            native_size = _validate_data(args, healed)
             cells, lines = plan_cells(args, native_size)
             # A stage at the images' own size (baseline) can be over the limit without --image-size.
             _check_image_sizes([c.image_size for c in cells if c.image_size == native_size], args.allow_large_images, "the images' own size in --data, {size} px,")
@@ -543,7 +546,9 @@ def cmd_run(args, argv=None) -> int:
         quiet.keep_log(tf_log, args.out / LOGS_DIR / "parent.log", command)
     if args.shard:
         cells = shard_cells(cells, *args.shard)
-    for line in lines:
+    # Lines for the user: damaged cache entries healed while loading (their native-output
+    # block sent them to the log), weights skips and setting notes.
+    for line in [f"note: {message}" for message in healed] + lines:
         print(line, file=sys.stderr)
     print(f"running {len(cells)} cells into {args.out}/ (data: {args.data}, profile: {args.profile})", file=sys.stderr, flush=True)
     result = run_sweep(
@@ -775,9 +780,11 @@ def _perf_memory(args, argv=None) -> int:
         raise UsageError("--weights FILE fits a single backbone; with several, pass a DIR holding <backbone>.weights.h5")
     backbones = []
     for spec in specs:
-        weights, note = _resolve_weights(args.weights, spec, "transfer")
-        if note:
-            print(f"note: {note}", file=sys.stderr)
+        weights, reason = _resolve_weights(args.weights, spec, "transfer")
+        if weights is None:
+            # Memory and time do not depend on the weights' values: random ones measure the same.
+            weights = "none"
+            print(f"note: {spec.name}: {reason.split(';')[0]}; measuring with random weights", file=sys.stderr)
         backbones.append((spec.name, args.image_size or spec.default_image_size, weights))
     _check_out_dir(args.out)
     # The run process's own cost: decoding (once, into the cache) and checking the data.

@@ -80,7 +80,7 @@ class RawData:
     y_test: np.ndarray
 
 
-def load_raw(source: str, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawData:
+def load_raw(source: str, cache_dir: Path = DEFAULT_CACHE_DIR, notes: list[str] | None = None) -> RawData:
     """Load ``cifar10``, ``synthetic`` or an image-folder directory."""
     if source == "cifar10":
         return _load_cifar10()
@@ -89,7 +89,7 @@ def load_raw(source: str, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawData:
     path = Path(source)
     if not path.is_dir():
         raise UsageError(f"--data {source!r} is neither 'cifar10', 'synthetic' nor a directory; pass one of those")
-    return load_image_folder(path, cache_dir)
+    return load_image_folder(path, cache_dir, notes)
 
 
 def _load_cifar10() -> RawData:
@@ -265,7 +265,7 @@ def _common_size(files: list[Path]) -> tuple[int, int]:
     return common
 
 
-def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawData:
+def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR, notes: list[str] | None = None) -> RawData:
     """Read ``root/train/<class>/*`` and ``root/test/<class>/*``: labels from the listing, images as
     memory-mapped uint8 arrays.
 
@@ -296,11 +296,11 @@ def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> RawDat
     for split_name, split in (("train", train), ("test", test)):
         files = [f for name in class_names for f in split[name]]
         entry = folder / f"{root.name}-{key.hexdigest()[:16]}.x_{split_name}.npy"
-        images = open_entry(entry, len(files), "uint8")
+        images = open_entry(entry, len(files), "uint8", notes=notes)
         if images is None:
             common_size = common_size or _common_size(all_files)
             _decode_to_entry(files, common_size, entry)
-            images = open_entry(entry, len(files), "uint8")
+            images = open_entry(entry, len(files), "uint8", notes=notes)
             if images is None:
                 raise UsageError(f"the decoded dataset {entry} was damaged as it was written; check the disk under {folder}")
         arrays[f"x_{split_name}"] = images

@@ -22,9 +22,9 @@ def native_output_to(log: BinaryIO, stdout: bool = False):
     """Point fd 2 (and fd 1 with ``stdout``) at ``log`` while inside; yields a text stream on
     the terminal's stderr.
 
-    Only the native descriptors move: Python's ``sys.stderr`` is pointed at the terminal for
-    the block, so the harness's own one-line notes (e.g. a damaged cache entry healed while
-    the data loads) still reach the user; the yielded stream is the same terminal.
+    Python's ``sys.stderr`` (``sys.stdout``) writes to the same descriptor (TensorFlow's
+    Python-side warnings too), so anything meant for the user inside the block goes to the
+    yielded stream instead.
     """
     fds = (1, 2) if stdout else (2,)
     sys.stdout.flush()
@@ -33,11 +33,9 @@ def native_output_to(log: BinaryIO, stdout: bool = False):
     terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1, encoding="utf-8", errors="replace")
     for fd in fds:
         os.dup2(log.fileno(), fd)
-    python_stderr, sys.stderr = sys.stderr, terminal
     try:
         yield terminal
     finally:
-        sys.stderr = python_stderr
         sys.stdout.flush()
         sys.stderr.flush()
         for fd, copy in saved.items():
