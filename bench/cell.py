@@ -7,7 +7,6 @@ child process (``bench.isolation``); each step lives in its own module.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -64,7 +63,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     if cached:
         cache_start = time.perf_counter()
         # Where finetune would cut (this cell's depth override included), so transfer can store it.
-        finetune_depth = dataclasses.replace(cell, stage="finetune").recipe().unfreeze_layers if "finetune" in spec.stages else None
+        finetune_depth = cell.counterpart("finetune").recipe().unfreeze_layers if "finetune" in spec.stages else None
         prefix, trained, cut_names = cached_split(clf, recipe, finetune_depth)
         cache = FeatureCache(cell, prefix, cut_names, features_dir)
         train_variants, val_variants, test_variants = cached_inputs(cache, data, policy.cache_variants, recipe.tta_flip)

@@ -256,6 +256,17 @@ def failures_table(frame: pd.DataFrame) -> str:
     return _table([{"cell": r.key, "failure": r.failure, "error": (r.error or "").splitlines()[0][:200] if r.error else ""} for r in failed.itertuples()])
 
 
+def _environment_lines(frame: pd.DataFrame) -> list[str]:
+    """Machine, software and code of the records in ``frame`` (runs or cost measurements)."""
+    gpu = _distinct(frame, "gpu")
+    return [
+        f"- Machine: {_distinct(frame, 'cpu')}; GPU: {gpu if gpu != 'unknown' else 'none'}",
+        f"- Software: TensorFlow {_distinct(frame, 'tf_version')}, Keras {_distinct(frame, 'keras_version')}, Python {_distinct(frame, 'python_version')}",
+        f"- Code: git {', '.join(sorted({str(c)[:7] for c in frame['git_commit'].dropna() if c})) or 'unknown'}"
+        + (" (with uncommitted changes)" if frame["git_dirty"].fillna(False).astype(bool).any() else ""),
+    ]
+
+
 def provenance(frame: pd.DataFrame, bad_lines: int) -> list[str]:
     def distinct(column):
         return _distinct(frame, column)
@@ -265,10 +276,7 @@ def provenance(frame: pd.DataFrame, bad_lines: int) -> list[str]:
         f"- Records: {len(frame)} cells ({(frame.status == 'ok').sum()} ok, {(frame.status == 'failed').sum()} failed)"
         + (f"; {bad_lines} malformed line(s) in runs.jsonl skipped" if bad_lines else ""),
         f"- Data: {distinct('dataset')}; profile: {distinct('profile')}",
-        f"- Machine: {distinct('cpu')}; GPU: {distinct('gpu') if distinct('gpu') != 'unknown' else 'none'}",
-        f"- Software: TensorFlow {distinct('tf_version')}, Keras {distinct('keras_version')}, Python {distinct('python_version')}",
-        f"- Code: git {', '.join(sorted({str(c)[:7] for c in frame['git_commit'].dropna() if c})) or 'unknown'}"
-        + (" (with uncommitted changes)" if frame["git_dirty"].fillna(False).astype(bool).any() else ""),
+        *_environment_lines(frame),
         f"- Run between {frame['started_at'].min()} and {frame['started_at'].max()}"
         + (f"; wall time {wall:.0f} min from the first cell's start to the last cell's end" if wall else ""),
     ]
@@ -492,10 +500,7 @@ def _cost_provenance(cost: pd.DataFrame, bad_lines: int) -> list[str]:
         f"- Records: {len(cost)} ({(cost.status == 'ok').sum()} ok, {(cost.status != 'ok').sum()} failed)"
         + (f"; {bad_lines} malformed line(s) in cost.jsonl skipped" if bad_lines else ""),
         f"- Inputs: random images of {'; '.join(inputs)}",
-        f"- Machine: {_distinct(cost, 'cpu')}; GPU: {_distinct(cost, 'gpu') if _distinct(cost, 'gpu') != 'unknown' else 'none'}",
-        f"- Software: TensorFlow {_distinct(cost, 'tf_version')}, Keras {_distinct(cost, 'keras_version')}, Python {_distinct(cost, 'python_version')}",
-        f"- Code: git {', '.join(sorted({str(c)[:7] for c in cost['git_commit'].dropna() if c})) or 'unknown'}"
-        + (" (with uncommitted changes)" if cost["git_dirty"].fillna(False).astype(bool).any() else ""),
+        *_environment_lines(cost),
         f"- Measured between {cost['started_at'].min()} and {cost['started_at'].max()}",
     ]
     commands = sorted({c for c in cost["command"].dropna() if c})

@@ -12,20 +12,15 @@ from PIL import Image
 
 from bench.cli import main
 from bench.records import RUNS_FILE
+from test_cli import _image_tree
 from test_data import _png_header_only
 
 FIXTURE = Path(__file__).parent / "fixtures" / RUNS_FILE
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def _tree(tmp, per_class=4, classes=("a", "b")):
-    root = tmp / "data"
-    for split in ("train", "test"):
-        for name in classes:
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root / split / name / f"{i}.png")
-    return root
+def _tree(tmp):
+    return _image_tree(tmp / "data")
 
 
 def _broken(tmp, how):
