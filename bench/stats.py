@@ -1,5 +1,5 @@
 """Statistics over records: the frame, one summary row per configuration (seeds averaged, with
-a 95 % t-interval), ties with the best, and the grid's wall time. Nothing here formats text."""
+a 95 % t-interval), ties with the best, the grid's wall time and compute time per seed. Nothing here formats text."""
 
 from __future__ import annotations
 
@@ -112,13 +112,18 @@ def _setting(value):
     return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else value
 
 
+def tied_with_best(rows: pd.DataFrame) -> pd.Series:
+    """Whether each row's 95 % accuracy interval overlaps the best row's (the best included)."""
+    best = rows["test_accuracy"].idxmax()
+    best_low = rows.at[best, "test_accuracy"] - rows.at[best, "test_accuracy_ci95"]
+    return (rows["test_accuracy"] + rows["test_accuracy_ci95"]) >= best_low
+
+
 def _tied_with_best(summary: pd.DataFrame) -> pd.Series:
     """Per stage, whether a group's 95 % interval overlaps the best group's."""
     tied = pd.Series(False, index=summary.index)
     for _, group in summary.groupby("stage"):
-        best = group["test_accuracy"].idxmax()
-        best_low = group.at[best, "test_accuracy"] - group.at[best, "test_accuracy_ci95"]
-        tied[group.index] = (group["test_accuracy"] + group["test_accuracy_ci95"]) >= best_low
+        tied[group.index] = tied_with_best(group)
     return tied
 
 
@@ -129,6 +134,12 @@ def grid_wall_minutes(frame: pd.DataFrame) -> float | None:
     if starts.isna().all():
         return None
     return (ends.max() - starts.min()).total_seconds() / 60
+
+
+def compute_minutes_by_seed(frame: pd.DataFrame) -> dict[int, float]:
+    """Per seed, the cells' wall times summed, in minutes: what the seed cost, however its
+    cells were spread over runs and sessions (``--resume``)."""
+    return {int(seed): float(group["wall_seconds"].fillna(0).sum()) / 60 for seed, group in frame.groupby("seed")}
 
 
 def load(sources) -> tuple[list[Record], int]:

@@ -98,6 +98,36 @@ def test_seeds_give_mean_std_and_student_t_interval():
     assert row.test_accuracy_ci95 == pytest.approx(4.303 * 0.02 / 3**0.5)
 
 
+def test_accuracy_cells_show_mean_interval_and_n():
+    base = _fixture_records()[2]
+    three = report.summarize(report.records_frame(_with_seeds(base, [0.80, 0.82, 0.84]))).iloc[0]
+    assert report._accuracy_cell(three) == f"82.0 % ± {100 * 4.303 * 0.02 / 3**0.5:.1f} (n=3)"
+    one = report.summarize(report.records_frame([base])).iloc[0]
+    assert report._accuracy_cell(one) == f"{100 * base.test_accuracy:.1f} % (n=1)"  # no interval from one seed
+
+
+def test_winners_name_the_rows_tied_with_the_best_and_the_leanest_by_anonymous_memory():
+    a = _replace(_fixture_records()[2], peak_anon_mb=900.0, peak_rss_mb=3000.0)
+    b = _replace(a, backbone="other", peak_anon_mb=1200.0, peak_rss_mb=1500.0)
+    far = _replace(a, backbone="far", peak_anon_mb=1300.0)
+    records = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
+    records += [dataclasses.replace(r, key="f" + r.key) for r in _with_seeds(far, [0.50, 0.501, 0.502])]
+    lines = report.winners(report.summarize(report.records_frame(records)))
+    accuracy, _, memory = lines
+    assert f"`{a.backbone}`" in accuracy.split("tied")[0] and "(n=3)" in accuracy
+    assert "tied within the 95 % intervals: `other`" in accuracy and "`far`" not in accuracy
+    # Anonymous memory decides, not RSS (which counts reclaimable cache pages).
+    assert memory.startswith(f"- **Memory**: `{a.backbone}`") and "900 MB peak anonymous (3,000 MB RSS)" in memory
+
+
+def test_compute_time_is_summed_per_seed_in_the_provenance():
+    base = _fixture_records()[2]
+    records = [dataclasses.replace(r, wall_seconds=60.0 * (r.seed + 1)) for r in _with_seeds(base, [0.8, 0.81, 0.82])]
+    frame = report.records_frame(records)
+    assert report.compute_minutes_by_seed(frame) == {0: 1.0, 1: 2.0, 2: 3.0}
+    assert "- Compute time (the cells' wall times summed): 6 min; seed 0: 1 min, seed 1: 2 min, seed 2: 3 min" in report.provenance(frame, 0)
+
+
 def test_overlapping_intervals_are_tied_not_losers():
     a, b = _fixture_records()[2], _replace(_fixture_records()[2], backbone="other")
     close = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
