@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from bench import files
 from bench.errors import UsageError
 
 CHECKSUM_SUFFIX = ".sha256"  # beside each entry: the sha256 of the whole file, written before the entry appears
@@ -34,8 +35,6 @@ STALE_TEMPORARY_SECONDS = 24 * 3600
 NO_CHECKSUM = "no checksum"
 _HOST = socket.gethostname().replace("/", "_")
 _TEMPORARY = re.compile(r"^(?P<stem>.+?)\.(?P<pid>\d+)(?:@(?P<host>.+))?\.tmp\.npy$")
-# ``write_text``'s temporaries (checksums, markers): this host's, named by process.
-_SIDECAR_TEMPORARY = re.compile(r"^(?P<stem>.+)\.(?P<pid>\d+)(?P<host>)\.tmp$")
 
 
 def checksum_path(entry: Path) -> Path:
@@ -59,19 +58,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write beside, fsync, rename: a crash leaves the old file or the new one."""
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -93,13 +79,14 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     now = time.time()
-    for path in [*folder.glob(f"*{TEMPORARY_SUFFIX}"), *folder.glob("*.tmp")]:
-        match = _TEMPORARY.match(path.name) or _SIDECAR_TEMPORARY.match(path.name)
+    # Entries' temporaries, and ``files.write_text``'s (checksums, markers: this host's, by process).
+    for path in [*folder.glob(f"*{TEMPORARY_SUFFIX}"), *folder.glob(f"{files.TEMPORARY_PREFIX}*")]:
+        match = _TEMPORARY.match(path.name) or files.TEMPORARY_NAME.match(path.name)
         try:
             age_seconds = now - path.stat().st_mtime
         except FileNotFoundError:
             continue  # its writer renamed or removed it meanwhile
-        local = match is not None and match.group("host") in (None, "", _HOST)
+        local = match is not None and match.groupdict().get("host") in (None, "", _HOST)
         if (local and not _alive(int(match.group("pid")))) or age_seconds > STALE_TEMPORARY_SECONDS:
             path.unlink(missing_ok=True)
             removed.append(path)
@@ -139,7 +126,7 @@ def write_entries(entries: list[Path], shapes: list[tuple[int, ...]], dtype, fil
         del arrays
         for entry, temporary in zip(entries, temporaries):
             # The checksum lands before the entry: an entry never exists without one.
-            write_text(checksum_path(entry), file_sha256(temporary) + "\n")
+            files.write_text(checksum_path(entry), file_sha256(temporary) + "\n")
             verified_path(entry).unlink(missing_ok=True)
             os.replace(temporary, entry)
     finally:
@@ -189,7 +176,7 @@ def _problem(entry: Path, rows: int | None, dtype, row_shape: tuple[int, ...] | 
     if file_sha256(entry) != recorded:
         return "checksum mismatch: its content changed after it was written"
     try:
-        write_text(verified_path(entry), stamp + "\n")
+        files.write_text(verified_path(entry), stamp + "\n")
     except OSError:
         pass  # a read-only cache is verified again next time
     return ""

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
 
 TEMPORARY_PREFIX = ".tmp-"
+# ``.tmp-<pid>-<hex>-<name>``: named by the writer's process, so a dead writer's leftovers can be found.
+TEMPORARY_NAME = re.compile(r"^\.tmp-(?P<pid>\d+)-[0-9a-f]+-(?P<name>.+)$")
 
 
 def _fsync_folder(folder: Path) -> None:

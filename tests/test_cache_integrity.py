@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from bench import cache_entries
+from bench import cache_entries, files
 from bench.cache_entries import DAMAGED_DIR, check_free_space, checksum_path, open_entry, remove_stale_temporaries, temporary_path, verified_path, write_entry
 from bench.errors import UsageError
 
@@ -101,7 +101,8 @@ def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
     legacy = folder / f"c.{dead}.tmp.npy"  # the old naming, without a host
     other_host_recent = folder / "d.1@elsewhere.tmp.npy"
     other_host_old = folder / "e.1@elsewhere.tmp.npy"
-    checksum_of_dead = folder / f"f.npy.sha256.{dead}.tmp"  # a checksum being written when its writer died
+    checksum_of_dead = folder / f".tmp-{dead}-0a1b2c3d-f.npy.sha256"  # a checksum being written when its writer died
+    assert files.TEMPORARY_NAME.match(checksum_of_dead.name)  # named as files.write_text names it
     for path in (ours, theirs, legacy, other_host_recent, other_host_old, checksum_of_dead):
         path.write_bytes(b"x")
     os.utime(other_host_old, (1, 1))
