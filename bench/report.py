@@ -200,14 +200,15 @@ def axes_tables(summary: pd.DataFrame) -> str:
         for row in group.itertuples():
             extra = ", ".join(part for part in [settings(row), *(f"{c} {getattr(row, c)}" for c in varying)] if part)
             labels.append(row.stage + (f" ({extra})" if extra else ""))
-        group = group.assign(_row=labels)
-        clash = group.duplicated(["_row", "augment", "image_size"], keep=False)
-        group.loc[clash, "_row"] = group.loc[clash, "_row"] + " [" + group.loc[clash, "group"] + "]"
-        pivot = group.pivot_table(index="_row", columns=["augment", "image_size"], values="test_accuracy", aggfunc="first")
-        order = dict(zip(group["_row"], group["stage"]))
+        group = group.assign(row_label=labels)
+        clash = group.duplicated(["row_label", "augment", "image_size"], keep=False)
+        group.loc[clash, "row_label"] = group.loc[clash, "row_label"] + " [" + group.loc[clash, "group"] + "]"
+        cells = {(row.row_label, row.augment, row.image_size): _accuracy_cell(row) for row in group.itertuples()}
+        columns = sorted({(row.augment, row.image_size) for row in group.itertuples()}, key=lambda c: (c[0], c[1]))
+        order = dict(zip(group["row_label"], group["stage"]))
         rows = []
-        for label in sorted(pivot.index, key=lambda r: (STAGE_ORDER.get(order[r], 9), r)):
-            rows.append({"stage": label, **{f"{aug} @ {size} px": _pct(pivot.at[label, (aug, size)]) for aug, size in pivot.columns}})
+        for label in sorted(set(group["row_label"]), key=lambda r: (STAGE_ORDER.get(order[r], 9), r)):
+            rows.append({"stage": label, **{f"{aug} @ {size} px": cells.get((label, aug, size), "") for aug, size in columns}})
         parts.append(f"### {backbone}\n\n{_table(rows)}")
     return "\n\n".join(parts)
 
@@ -325,7 +326,9 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
             "",
             "Inference: compiled forward pass, warm-up excluded, median of 5 repeats (± half their range; [min-max] over seeds). "
             "Latency at batch 1. Peak RSS: the cell's process high-water mark, kept by the kernel at no cost to the timings. "
-            "Overhead: share of the cell's wall time outside model compute."
+            "Overhead: share of the cell's wall time outside model compute. "
+            "Train s: the training loop's seconds (median over seeds); cache s: what the cell spent extracting activations into the cache "
+            "(0 where an earlier cell of the same backbone, size and weights had filled it); train img/s: training images (or their cached activations) per second."
             + (" " + ANON_EXPLANATION if "peak_anon_mb" in summary.columns else ""),
             "",
             cost_table(summary),

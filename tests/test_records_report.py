@@ -152,7 +152,12 @@ def test_axes_tables_and_plots_render_from_a_fixture(tmp_path):
     text = (tmp_path / "README.md").read_text()
     assert "## Augmentation and input size" in text
     assert "flip-crop @ 160 px" in text and "none @ 96 px" in text
-    assert "66.0 %" in text  # 0.5 + 0.16 (flip-crop adds 0.01 at 160 px: 67.0 %)
+    assert "66.0 % (n=1)" in text  # 0.5 + 0.16 (flip-crop adds 0.01 at 160 px: 67.0 %)
+    # Several seeds: the axes cell shows the interval and n, as the accuracy table does.
+    seeded = [dataclasses.replace(r, key=f"{r.key}-s{i}", seed=i, identity={**r.identity, "seed": i}, test_accuracy=r.test_accuracy + d)
+              for r in grid for i, d in enumerate((-0.01, 0.0, 0.01))]
+    table = report.axes_tables(report.summarize(report.records_frame(seeded)))
+    assert f"66.0 % ± {100 * 4.303 * 0.01 / 3**0.5:.1f} (n=3)" in table
 
 
 def test_notes_file_heads_the_report(tmp_path):
