@@ -34,7 +34,8 @@ ACCURACY_EXPLANATION = (
 
 
 def _tie_mark(summary: pd.DataFrame, row) -> str:
-    return " (tied best)" if row.tied_best and len(summary[summary.stage == row.stage]) > 1 else ""
+    # Only where another row of the stage is tied too: a clear winner is no tie.
+    return " (tied best)" if row.tied_best and ((summary.stage == row.stage) & summary.tied_best).sum() > 1 else ""
 
 
 def _number(value, digits: int = 0) -> str:
@@ -172,7 +173,8 @@ def winners(summary: pd.DataFrame) -> list[str]:
     tied = tied_with_best(summary)
     best = summary.loc[summary["test_accuracy"].idxmax()]
     fastest = summary.loc[summary["infer_images_per_second"].idxmax()]
-    has_anon = "peak_anon_mb" in summary.columns and summary["peak_anon_mb"].notna().any()
+    # Anonymous memory only where every row has it: older records (RSS alone) would drop out of the ranking.
+    has_anon = "peak_anon_mb" in summary.columns and summary["peak_anon_mb"].notna().all()
     leanest = summary.loc[summary["peak_anon_mb" if has_anon else "peak_rss_mb"].idxmin()]
 
     def name(row):

@@ -120,6 +120,18 @@ def test_winners_name_the_rows_tied_with_the_best_and_the_leanest_by_anonymous_m
     assert memory.startswith(f"- **Memory**: `{a.backbone}`") and "900 MB peak anonymous (3,000 MB RSS)" in memory
 
 
+def test_only_rows_tied_with_another_are_marked_and_memory_falls_back_to_rss_where_rows_lack_anon():
+    a = _replace(_fixture_records()[2], peak_anon_mb=900.0, peak_rss_mb=3000.0)
+    b = _replace(a, backbone="other", peak_anon_mb=None, peak_rss_mb=1500.0)
+    clear = _with_seeds(a, [0.80, 0.801, 0.802]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.50, 0.501, 0.502])]
+    summary = report.summarize(report.records_frame(clear))
+    assert "tied best" not in report.accuracy_table(summary) and "tied best" not in report.headline_table(summary)
+    # One row without anonymous memory: the ranking goes by RSS for all rather than skip it.
+    assert report.winners(summary)[2].startswith("- **Memory**: `other`") and "1,500 MB peak RSS" in report.winners(summary)[2]
+    close = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
+    assert report.headline_table(report.summarize(report.records_frame(close))).count("(tied best)") == 2
+
+
 def test_compute_time_is_summed_per_seed_in_the_provenance():
     base = _fixture_records()[2]
     records = [dataclasses.replace(r, wall_seconds=60.0 * (r.seed + 1)) for r in _with_seeds(base, [0.8, 0.81, 0.82])]
