@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import traceback
 from pathlib import Path
 
 from bench.cost_records import CostConfig, CostRecord, append_cost_record
-from bench.isolation import LOGS_DIR, describe_exit, run_in_child
+from bench.isolation import LOGS_DIR, describe_exit, failure_text, run_in_child
 
 # Modest repeats: `bench cost --all` at default sizes must finish in 3 minutes on 2 cores.
 INFER_BATCHES = 2  # batches per timed inference repeat
@@ -129,8 +128,7 @@ def measure_safely(config: CostConfig, command: str = "") -> CostRecord:
     try:
         return measure_config(config, command)
     except Exception as error:
-        tail = "".join(traceback.format_exception(error)[-3:]).strip()
-        return failed_cost_record(config, f"{type(error).__name__}: {error}"[:1000] + f"\n{tail[-1000:]}", command)
+        return failed_cost_record(config, failure_text(error), command)
 
 
 def measure_isolated(config: CostConfig, out_dir: Path, command: str = "") -> CostRecord:

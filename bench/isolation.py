@@ -47,8 +47,13 @@ def run_cell_safely(cell: Cell, out_dir: Path, cache_dir: Path) -> Record:
     try:
         return run_cell(cell, out_dir, cache_dir)
     except Exception as error:
-        tail = "".join(traceback.format_exception(error)[-3:]).strip()
-        return failed_record(cell, classify(error), f"{type(error).__name__}: {error}"[:2000] + f"\n{tail[-1500:]}")
+        return failed_record(cell, classify(error), failure_text(error))
+
+
+def failure_text(error: BaseException) -> str:
+    """An exception for a failed record: its first line, then the traceback's last lines."""
+    tail = "".join(traceback.format_exception(error)[-3:]).strip()
+    return f"{type(error).__name__}: {error}"[:2000] + f"\n{tail[-1500:]}"
 
 
 def die_with_parent(use_prctl: bool = sys.platform.startswith("linux")) -> None:
