@@ -35,6 +35,8 @@ STALE_TEMPORARY_SECONDS = 24 * 3600
 NO_CHECKSUM = "no checksum"
 _HOST = socket.gethostname().replace("/", "_")
 _TEMPORARY = re.compile(r"^(?P<stem>.+?)\.(?P<pid>\d+)(?:@(?P<host>.+))?\.tmp\.npy$")
+# Checksums and markers being written by code before ``files.write_text`` wrote them: ``X.<pid>.tmp``.
+_LEGACY_SIDECAR_TEMPORARY = re.compile(r"^(?P<stem>.+)\.(?P<pid>\d+)\.tmp$")
 
 
 def checksum_path(entry: Path) -> Path:
@@ -80,8 +82,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         return removed
     now = time.time()
     # Entries' temporaries, and ``files.write_text``'s (checksums, markers: this host's, by process).
-    for path in [*folder.glob(f"*{TEMPORARY_SUFFIX}"), *folder.glob(f"{files.TEMPORARY_PREFIX}*")]:
-        match = _TEMPORARY.match(path.name) or files.TEMPORARY_NAME.match(path.name)
+    for path in [*folder.glob(f"*{TEMPORARY_SUFFIX}"), *folder.glob(f"{files.TEMPORARY_PREFIX}*"), *folder.glob("*.tmp")]:
+        match = _TEMPORARY.match(path.name) or files.TEMPORARY_NAME.match(path.name) or _LEGACY_SIDECAR_TEMPORARY.match(path.name)
         try:
             age_seconds = now - path.stat().st_mtime
         except FileNotFoundError:

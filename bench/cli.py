@@ -37,14 +37,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {value}")
-    return value
+def _int_at_least(minimum: int, wanted: str):
+    """An argparse type: an integer of at least ``minimum`` (``wanted`` names it in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return parse
+
+
+_non_negative_int = _int_at_least(0, "an integer of 0 or more")
+_positive_int = _int_at_least(1, "a positive integer")
 
 
 def _positive_seconds(text: str) -> float:
@@ -82,16 +91,6 @@ def _check_image_sizes(sizes, allowed: bool, what: str = "--image-size {size}") 
             f"{what.format(size=too_large[0])} is over the {MAX_IMAGE_SIZE:,} px limit (activations and batches grow with the square of the side); "
             f"pass {MAX_IMAGE_SIZE} or less, or --allow-large-images to run it anyway"
         )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:

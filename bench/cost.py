@@ -12,13 +12,11 @@ TensorFlow is imported inside the functions that need it: the parent never loads
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import time
-import traceback
 from pathlib import Path
 
 from bench.cost_records import CostConfig, CostRecord, append_cost_record
-from bench.isolation import describe_exit, die_with_parent
+from bench.isolation import LOGS_DIR, describe_exit, failure_text, run_in_child
 
 # Modest repeats: `bench cost --all` at default sizes must finish in 3 minutes on 2 cores.
 INFER_BATCHES = 2  # batches per timed inference repeat
@@ -27,7 +25,6 @@ LATENCY_CALLS = 20  # batch-1 calls timed for p50/p95
 TRAIN_STEPS = 2  # training steps per timed repeat
 TRAIN_REPEATS = 5
 SAMPLE_IMAGES = 32  # distinct random images the batches are drawn from
-LOGS_DIR = "logs"
 
 
 def _stage_recipe(stage, spec, batch_size: int):
@@ -126,47 +123,21 @@ def failed_cost_record(config: CostConfig, error: str, command: str = "", **extr
     return CostRecord(**config.identity(), status="failed", error=error, command=command, **extra)
 
 
-def _child_main(config: CostConfig, command: str, log_file: Path, conn) -> None:
-    import os
-
-    die_with_parent()
-    # TensorFlow writes to the C-level stdout/stderr: both go to the configuration's log.
-    with open(log_file, "ab", buffering=0) as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
+def measure_safely(config: CostConfig, command: str = "") -> CostRecord:
+    """``measure_config`` with every exception turned into a failed record (the last traceback lines)."""
     try:
-        record = measure_config(config, command)
+        return measure_config(config, command)
     except Exception as error:
-        tail = "".join(traceback.format_exception(error)[-3:]).strip()
-        record = failed_cost_record(config, f"{type(error).__name__}: {error}"[:1000] + f"\n{tail[-1000:]}", command)
-    conn.send(record)
-    conn.close()
+        return failed_cost_record(config, failure_text(error), command)
 
 
 def measure_isolated(config: CostConfig, out_dir: Path, command: str = "") -> CostRecord:
     """``measure_config`` in a spawned child; a crash or kill becomes a failed record."""
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
     log_file = Path(out_dir) / LOGS_DIR / (config.file_stem + ".log")
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    child = context.Process(target=_child_main, args=(config, command, log_file, send), name=f"cost {config.key}")
-    start = time.perf_counter()
-    child.start()
-    send.close()
-    record = None
-    try:
-        record = receive.recv()
-    except (EOFError, OSError):
-        pass  # the child died before sending: its exit code says how
-    finally:
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join(30)
-    if record is not None:
-        return record
-    reason = describe_exit(child.exitcode)
-    return failed_cost_record(config, f"{reason}; see {log_file}", command, wall_seconds=time.perf_counter() - start)
+    end = run_in_child(measure_safely, (config, command), log_file, f"cost {config.key}")
+    if end.result is not None:
+        return end.result
+    return failed_cost_record(config, f"{describe_exit(end.exitcode)}; see {log_file}", command, wall_seconds=end.seconds)
 
 
 def run_costs(configs: list[CostConfig], out_dir: Path, command: str = "", on_start=None, on_record=None) -> list[CostRecord]:

@@ -35,6 +35,11 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+def temporary_path(path: Path) -> Path:
+    """A fresh temporary beside ``path``, named by this process (``TEMPORARY_NAME`` parses it)."""
+    return path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
@@ -44,7 +49,7 @@ def atomic_path(path: Path):
     """
     # Through a symbolic link, not over it: a linked README stays a link to the new text.
     path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
-    temporary = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    temporary = temporary_path(path)
     try:
         yield temporary
         # Writers such as savefig close their own handle: flush the bytes to disk before the rename.

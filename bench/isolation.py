@@ -1,4 +1,5 @@
-"""Process isolation: each cell runs in a spawned child; every way it can end becomes a record.
+"""Process isolation: each cell (and each ``bench cost`` measurement) runs in a spawned child
+(``run_in_child``); every way it can end becomes a record.
 
 A cell's TensorFlow state, a segfault, an out-of-memory kill or a hang stays inside its
 child: the parent only sees a record (or the lack of one, which becomes a ``failed``
@@ -10,6 +11,7 @@ cell's log.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import signal
 import sys
@@ -45,8 +47,13 @@ def run_cell_safely(cell: Cell, out_dir: Path, cache_dir: Path) -> Record:
     try:
         return run_cell(cell, out_dir, cache_dir)
     except Exception as error:
-        tail = "".join(traceback.format_exception(error)[-3:]).strip()
-        return failed_record(cell, classify(error), f"{type(error).__name__}: {error}"[:2000] + f"\n{tail[-1500:]}")
+        return failed_record(cell, classify(error), failure_text(error))
+
+
+def failure_text(error: BaseException) -> str:
+    """An exception for a failed record: its first line, then the traceback's last lines."""
+    tail = "".join(traceback.format_exception(error)[-3:]).strip()
+    return f"{type(error).__name__}: {error}"[:2000] + f"\n{tail[-1500:]}"
 
 
 def die_with_parent(use_prctl: bool = sys.platform.startswith("linux")) -> None:
@@ -80,20 +87,78 @@ def die_with_parent(use_prctl: bool = sys.platform.startswith("linux")) -> None:
     threading.Thread(target=watch, name="parent watchdog", daemon=True).start()
 
 
-def _child_main(cell: Cell, out_dir: Path, cache_dir: Path, log_file: Path, conn) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    """The child's last message: what its work returned (progress events come before it)."""
+
+    value: object
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildEnd:
+    """How a child ended: what its work returned, or (``result`` None) why nothing came."""
+
+    result: object | None
+    timed_out: bool
+    exitcode: int | None
+    oom_kills_before: int | None
+    oom_kills_after: int | None
+    seconds: float
+
+
+def _child_main(work, args: tuple, log_file: Path, conn) -> None:
     import os
 
     die_with_parent()
-    # TensorFlow writes to the C-level stdout/stderr: send both to the cell's log file.
+    # TensorFlow writes to the C-level stdout/stderr: send both to the log file.
     with open(log_file, "ab", buffering=0) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-    # Progress events go to the parent on the pipe that carries the record last.
+    # Progress events go to the parent on the pipe that carries the result last.
     progress.set_sink(conn.send)
-    record = run_cell_safely(cell, out_dir, cache_dir)
+    result = work(*args)
     progress.set_sink(None)
-    conn.send(record)
+    conn.send(_Result(result))
     conn.close()
+
+
+def run_in_child(work, args: tuple, log_file: Path, name: str, timeout_seconds: float | None = None, on_progress=None) -> ChildEnd:
+    """``work(*args)`` in a spawned child whose output goes to ``log_file``; waits at most
+    ``timeout_seconds`` for its result (then kills it) and passes its progress events to
+    ``on_progress``. ``work`` must be a module-level function (spawn pickles it by name)."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    child = context.Process(target=_child_main, args=(work, args, log_file, send), name=name)
+    start = time.perf_counter()
+    oom_kills_before = oom_kill_count()
+    child.start()
+    send.close()
+    result, timed_out = None, False
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+    try:
+        while result is None:
+            if not receive.poll(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                timed_out = True
+                break
+            message = receive.recv()
+            if isinstance(message, _Result):
+                result = message
+            elif on_progress is not None:
+                on_progress(message)
+    except (EOFError, OSError):
+        pass  # the child died before sending: its exit code says how
+    finally:
+        if result is None and child.is_alive():
+            child.kill()
+        child.join(30)
+        if child.is_alive():  # sent its result but hangs on the way out
+            child.kill()
+            child.join(30)
+    seconds = time.perf_counter() - start
+    if result is not None:
+        return ChildEnd(result.value, False, child.exitcode, oom_kills_before, None, seconds)
+    return ChildEnd(None, timed_out, child.exitcode, oom_kills_before, oom_kill_count(), seconds)
 
 
 def _read_counter(path: Path, name: str) -> int | None:
@@ -171,41 +236,15 @@ def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: fl
 
     ``on_progress(event)`` gets the child's ``bench.progress.Progress`` events as they come.
     """
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
     log_file = Path(out_dir) / LOGS_DIR / (cell.file_stem + ".log")
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    child = context.Process(target=_child_main, args=(cell, out_dir, cache_dir, log_file, send), name=f"cell {cell.key}")
-    start = time.perf_counter()
-    oom_kills_before = oom_kill_count()
-    child.start()
-    send.close()
     if on_progress is not None:
         on_progress(progress.Progress("starting"))
-    record, timed_out = None, False
-    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-    try:
-        while record is None:
-            if not receive.poll(None if deadline is None else max(0.0, deadline - time.monotonic())):
-                timed_out = True
-                break
-            message = receive.recv()
-            if isinstance(message, Record):
-                record = message
-            elif on_progress is not None:
-                on_progress(message)
-    except (EOFError, OSError):
-        pass  # the child died before sending: its exit code says how
-    finally:
-        if record is None and child.is_alive():
-            child.kill()
-        child.join(30)
-    if record is not None:
-        return record
-    seconds = time.perf_counter() - start
-    if timed_out:
+    end = run_in_child(run_cell_safely, (cell, out_dir, cache_dir), log_file, f"cell {cell.key}", timeout_seconds, on_progress)
+    if end.result is not None:
+        return end.result
+    if end.timed_out:
         failure, reason = "timeout", f"timeout: no result after {timeout_seconds:.0f} s (--cell-timeout); the cell was killed"
     else:
-        failure, reason = exit_failure(child.exitcode, oom_kills_before, oom_kill_count())
+        failure, reason = exit_failure(end.exitcode, end.oom_kills_before, end.oom_kills_after)
     tail = _tail(log_file)
-    return failed_record(cell, failure, reason + (f"\n{tail}" if tail else ""), wall_seconds=seconds)
+    return failed_record(cell, failure, reason + (f"\n{tail}" if tail else ""), wall_seconds=end.seconds)

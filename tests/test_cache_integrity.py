@@ -101,14 +101,16 @@ def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
     legacy = folder / f"c.{dead}.tmp.npy"  # the old naming, without a host
     other_host_recent = folder / "d.1@elsewhere.tmp.npy"
     other_host_old = folder / "e.1@elsewhere.tmp.npy"
-    checksum_of_dead = folder / f".tmp-{dead}-0a1b2c3d-f.npy.sha256"  # a checksum being written when its writer died
-    assert files.TEMPORARY_NAME.match(checksum_of_dead.name)  # named as files.write_text names it
-    for path in (ours, theirs, legacy, other_host_recent, other_host_old, checksum_of_dead):
+    # Checksums being written (named as files.write_text names them): a dead writer's, and ours.
+    checksum_ours = files.temporary_path(folder / "g.npy.sha256")
+    checksum_of_dead = folder / checksum_ours.name.replace(f"-{os.getpid()}-", f"-{dead}-", 1)
+    legacy_checksum_of_dead = folder / f"h.npy.sha256.{dead}.tmp"  # the old sidecar naming
+    for path in (ours, theirs, legacy, other_host_recent, other_host_old, checksum_of_dead, checksum_ours, legacy_checksum_of_dead):
         path.write_bytes(b"x")
     os.utime(other_host_old, (1, 1))
     removed = remove_stale_temporaries(folder)
-    assert sorted(p.name for p in removed) == sorted([theirs.name, legacy.name, other_host_old.name, checksum_of_dead.name])
-    assert ours.exists() and other_host_recent.exists()
+    assert sorted(p.name for p in removed) == sorted([theirs.name, legacy.name, other_host_old.name, checksum_of_dead.name, legacy_checksum_of_dead.name])
+    assert ours.exists() and other_host_recent.exists() and checksum_ours.exists()
 
 
 def test_a_killed_writer_leaves_a_temporary_the_next_run_removes(tmp_path):
