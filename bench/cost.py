@@ -58,12 +58,13 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
     import tensorflow as tf
 
     from backbones import get_backbone
-    from bench import measure
+    from bench import measure, memory
     from bench.models import build_classifier
     from bench.stages import STAGES
     from bench.training import compile_model, one_hot, set_precision
 
     wall_start = time.perf_counter()
+    memory.start_anon_peak()
     env = measure.environment()
     dtype_policy = set_precision(config.precision)
     spec = get_backbone(config.backbone)
@@ -94,7 +95,6 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
         per_stage[f"{recipe.name}_train_images_per_second"] = rate["images_per_second"]
         per_stage[f"{recipe.name}_trainable_params"] = measure.param_counts(model)[1]
 
-    peak_anon = getattr(measure, "peak_anon_mb", None)  # present once bench.measure can tell
     return CostRecord(
         **config.identity(),
         status="ok",
@@ -108,7 +108,7 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
         total_params=total_params,
         **per_stage,
         peak_rss_mb=measure.peak_rss_mb(),
-        peak_anon_mb=peak_anon() if peak_anon else None,
+        peak_anon_mb=memory.peak_anon_mb(),
         peak_gpu_mb=measure.peak_gpu_mb(),
         wall_seconds=time.perf_counter() - wall_start,
         command=command,
