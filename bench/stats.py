@@ -47,7 +47,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (records whose identities differ in the seed alone), ok records only.
 
     Accuracy: mean, standard deviation, 95 % Student-t interval. Cost: medians (with min and
-    max for throughput and latency), since timing noise is one-sided.
+    max for throughput and latency), since timing noise is one-sided; caching: the largest
+    (the one extraction the configuration paid).
     """
     ok = frame[frame["status"] == "ok"]
     # A column only where some record has it: reports of older records stay byte for byte the same.
@@ -76,7 +77,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "epochs": int(group["epochs"].median()),
                 "unfreeze_layers": group["unfreeze_layers"].iloc[0],
                 "train_seconds": float(group["train_seconds"].median()),
-                "cache_seconds": float(group["cache_seconds"].median()),
+                # The extraction is paid once, by the first seed; the others read the cache.
+                "cache_seconds": float(group["cache_seconds"].max()),
                 "wall_seconds": float(group["wall_seconds"].median()),
                 "overhead_seconds": float(group["overhead_seconds"].median()),
                 "train_images_per_second": float(group["train_images_per_second"].median()),

@@ -140,6 +140,16 @@ def test_compute_time_is_summed_per_seed_in_the_provenance():
     assert "- Compute time (the cells' wall times summed): 6 min; seed 0: 1 min, seed 1: 2 min, seed 2: 3 min" in report.provenance(frame, 0)
 
 
+def test_seeds_that_read_the_cache_keep_the_extraction_the_first_one_paid_and_the_headline_counts_compute():
+    base = _fixture_records()[2]
+    records = [dataclasses.replace(r, cache_seconds=400.0 if r.seed == 0 else 1.0, wall_seconds=120.0) for r in _with_seeds(base, [0.8, 0.81, 0.82])]
+    frame = report.records_frame(records)
+    summary = report.summarize(frame)
+    assert summary.iloc[0].cache_seconds == 400.0  # not the median, 1 s, which would hide it
+    assert "(+ 400)" in report.headline_table(summary)
+    assert "3 cells of" in report.render_headline(frame, summary) and "6 min of compute" in report.render_headline(frame, summary)
+
+
 def test_overlapping_intervals_are_tied_not_losers():
     a, b = _fixture_records()[2], _replace(_fixture_records()[2], backbone="other")
     close = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
