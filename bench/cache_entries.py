@@ -88,7 +88,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             age_seconds = now - path.stat().st_mtime
         except FileNotFoundError:
             continue  # its writer renamed or removed it meanwhile
-        local = match is not None and match.groupdict().get("host") in (None, "", _HOST)
+        # Only entries' temporaries name their host; the others are this host's.
+        local = match is not None and match.groupdict().get("host") in (None, _HOST)
         if (local and not _alive(int(match.group("pid")))) or age_seconds > STALE_TEMPORARY_SECONDS:
             path.unlink(missing_ok=True)
             removed.append(path)
