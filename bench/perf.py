@@ -7,12 +7,15 @@ variant. Speed-up = uncached training seconds / (cached caching + training secon
 
 The memory benchmark runs each backbone's transfer and finetune cells at each training-set
 size, each cell in its own process (so each peak is that cell's alone), then the same cells
-at the largest size with the in-memory loader the per-batch one replaced, for its time.
+at the largest size with the in-memory loader the per-batch one replaced, for its time. One
+run per loader cannot resolve 10 % on a shared machine (two runs of the same command gave
+1.31x and 1.09x), so the two loaders run alternately several times and the medians are compared.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -65,13 +68,14 @@ def compare_paths(data: str, backbone: str, image_size: int, epochs: int, augmen
 
 @dataclasses.dataclass(frozen=True)
 class MemoryGrowth:
-    """One backbone's stage at every training-set size (batched loader), and at the largest
-    size with the in-memory loader."""
+    """One backbone's stage at every training-set size (per-batch loader), and its timed runs at
+    the largest size with each loader."""
 
     backbone: str
     stage: str
     batched: tuple[Record, ...]  # by training-set size, smallest first
-    in_memory: Record
+    timed_batched: tuple[Record, ...]  # the largest size, per-batch loader: batched[-1] and its reruns
+    in_memory: tuple[Record, ...]  # the largest size, in-memory loader, run between those
 
     @property
     def smallest(self) -> Record:
@@ -87,9 +91,17 @@ class MemoryGrowth:
         return self.largest.peak_anon_mb / self.smallest.peak_anon_mb
 
     @property
+    def batched_median_seconds(self) -> float:
+        return statistics.median(r.train_seconds for r in self.timed_batched)
+
+    @property
+    def in_memory_median_seconds(self) -> float:
+        return statistics.median(r.train_seconds for r in self.in_memory)
+
+    @property
     def time_ratio(self) -> float:
-        """Training seconds of the per-batch loader over the in-memory one's, at the largest size."""
-        return self.largest.train_seconds / self.in_memory.train_seconds
+        """Median training seconds of the per-batch loader over the in-memory one's, at the largest size."""
+        return self.batched_median_seconds / self.in_memory_median_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +111,32 @@ class MemoryBenchmark:
     command: str
 
 
+def memory_plan(pool_sizes: list[int], timing_runs: int) -> list[tuple[int, str]]:
+    """The (pool size, loader) of each run, in order: the per-batch loader at every size, then at
+    the largest the in-memory and per-batch loaders alternately, ``timing_runs`` runs of each in
+    all (the first per-batch one is the sizes' last), so slow spells of a shared machine fall on both."""
+    largest = max(pool_sizes)
+    plan = [(pool, "batched") for pool in sorted(pool_sizes)]
+    for run in range(timing_runs):
+        plan.append((largest, "in-memory"))
+        if run < timing_runs - 1:
+            plan.append((largest, "batched"))
+    return plan
+
+
 def memory_growth(
-    data: str, backbones: list[tuple[str, int, str]], pool_sizes: list[int], epochs: int, cache_dir: Path, timeout_seconds: float | None = None, log=sys.stderr
+    data: str,
+    backbones: list[tuple[str, int, str]],
+    pool_sizes: list[int],
+    epochs: int,
+    cache_dir: Path,
+    timing_runs: int = 3,
+    timeout_seconds: float | None = None,
+    log=sys.stderr,
 ) -> list[MemoryGrowth]:
     """Run every ``(backbone, image size, weights)``'s transfer and finetune cells at each pool size (before
     the validation split), each in its own process, with a fresh activation cache; then both at
-    the largest size with the in-memory loader. A failed cell raises ``RuntimeError``."""
+    the largest size with each loader in turn (``memory_plan``). A failed cell raises ``RuntimeError``."""
     growths = []
     with tempfile.TemporaryDirectory(prefix="bench-perf-memory-") as scratch:
         scratch = Path(scratch)
@@ -116,16 +148,19 @@ def memory_growth(
         (features / "datasets").symlink_to(Path(cache_dir).resolve() / "datasets", target_is_directory=True)
         for backbone, image_size, weights in backbones:
             runs: dict[tuple[str, str], list[Record]] = {}
-            plan = [(pool, "batched") for pool in pool_sizes] + [(max(pool_sizes), "in-memory")]
-            for pool, loader in plan:
+            for pool, loader in memory_plan(pool_sizes, timing_runs):
                 for stage in ("transfer", "finetune"):
                     cell = Cell(backbone, stage, image_size, "none", 0, data=data, profile="full", weights=weights, epochs=epochs, train_images=pool, loader=loader)
                     print(f"perf --memory: {cell.key} ...", file=log, flush=True)
-                    record = run_isolated(cell, scratch / "out", features, timeout_seconds)
+                    # A rerun's log goes to its own folder, beside (not over) the first run's.
+                    record = run_isolated(cell, scratch / f"out-{len(runs.get((stage, loader), []))}", features, timeout_seconds)
                     if record.status != "ok":
                         raise RuntimeError(f"perf cell {cell.key} failed: {(record.error or '').splitlines()[0] if record.error else record.failure}")
                     print(f"    {record.train_images} training images: peak anon {record.peak_anon_mb or 0:,.0f} MB, train {record.train_seconds:.1f} s", file=log, flush=True)
                     runs.setdefault((stage, loader), []).append(record)
             for stage in ("transfer", "finetune"):
-                growths.append(MemoryGrowth(backbone, stage, tuple(runs[(stage, "batched")]), runs[(stage, "in-memory")][0]))
+                batched = runs[(stage, "batched")]
+                sizes = tuple(batched[: len(pool_sizes)])
+                timed = (sizes[-1], *batched[len(pool_sizes):])
+                growths.append(MemoryGrowth(backbone, stage, sizes, timed, tuple(runs[(stage, "in-memory")])))
     return growths

@@ -391,11 +391,28 @@ def memory_lines(growth) -> list[str]:
     ]
 
 
+def timing_line(growth) -> str:
+    """The training seconds behind a stage's time ratio, in the order each loader ran."""
+
+    def seconds(records, median):
+        return ", ".join(f"{r.train_seconds:.1f}" for r in records) + (f" (median {median:.1f})" if len(records) > 1 else "")
+
+    return (
+        f"`{growth.backbone}` {growth.stage} at {growth.largest.train_images:,} training images, train s: "
+        f"per batch {seconds(growth.timed_batched, growth.batched_median_seconds)}; in-memory {seconds(growth.in_memory, growth.in_memory_median_seconds)}"
+    )
+
+
 def render_perf_memory(benchmark) -> str:
     """``perf-memory.md``: the ratio lines first, then every cell's memory and time."""
     growths = benchmark.growths
     first = growths[0].smallest
-    records = [r for g in growths for r in (*g.batched, g.in_memory)]
+    # Each stage's sizes, then its timed runs at the largest size numbered per loader.
+    runs = [
+        (r, run)
+        for g in growths
+        for r, run in [*((r, "") for r in g.batched[:-1]), *((r, i + 1) for i, r in enumerate(g.timed_batched)), *((r, i + 1) for i, r in enumerate(g.in_memory))]
+    ]
     worst = max((r for g in growths for r in g.batched), key=lambda r: r.peak_anon_mb)
     rows = [
         {
@@ -403,6 +420,7 @@ def render_perf_memory(benchmark) -> str:
             "stage": r.stage,
             "size px": r.image_size,
             "loader": "in-memory (old)" if r.path.endswith("in-memory") else "per batch",
+            "run": run,
             "training images": f"{r.train_images:,}",
             "peak anon MB": _number(r.peak_anon_mb),
             "peak RSS MB": _number(r.peak_rss_mb),
@@ -410,13 +428,14 @@ def render_perf_memory(benchmark) -> str:
             "cache s": _number(r.cache_seconds, 1),
             "test accuracy": _pct(r.test_accuracy),
         }
-        for r in records
+        for r, run in runs
     ]
     return "\n".join(
         [
             "# Memory against training-set size",
             "",
             *[f"- {line}" for g in growths for line in memory_lines(g)],
+            *[f"- {timing_line(g)}" for g in growths],
             f"- largest peak anonymous memory of a cell (per-batch loader): {_number(worst.peak_anon_mb)} MB (`{worst.backbone}` {worst.stage}, {worst.train_images:,} training images)",
             f"- the `bench` process itself (decoding and checking the data): {_number(benchmark.parent_peak_anon_mb)} MB peak anonymous memory",
             "",
@@ -428,8 +447,9 @@ def render_perf_memory(benchmark) -> str:
             _table(rows),
             "",
             "Growth = peak anonymous memory at the largest size / at the smallest. " + ANON_EXPLANATION,
-            "Training time ratio = training seconds with the per-batch loader / with the old in-memory loader (whole splits copied into memory, "
-            "kept only for this comparison), same cell, largest size, warm cache.",
+            "Training time ratio = median training seconds with the per-batch loader / median with the old in-memory loader (whole splits copied into memory, "
+            "kept only for this comparison), same cell, largest size, warm cache, the two loaders run alternately (`run` numbers each loader's runs; "
+            "`--timing-runs`), so a slow spell of a shared machine falls on both.",
         ]
     )
 

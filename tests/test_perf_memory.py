@@ -24,6 +24,7 @@ def test_perf_memory_bad_input_is_one_line(argv, message, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--train-images", "100", "200"], "--train-images sizes the --memory benchmark"),
+    (["--timing-runs", "3"], "--timing-runs repeats the --memory benchmark's timed cells"),
     (["--backbone", "mobilenet_v2", "resnet50"], "pass one --backbone, or several with --memory"),
 ])
 def test_memory_options_without_memory_are_one_line(argv, message, tmp_path, capsys):
@@ -31,19 +32,49 @@ def test_memory_options_without_memory_are_one_line(argv, message, tmp_path, cap
     assert message in capsys.readouterr().err
 
 
+def test_the_loaders_alternate_at_the_largest_size():
+    from bench.perf import memory_plan
+
+    assert memory_plan([300, 100], 1) == [(100, "batched"), (300, "batched"), (300, "in-memory")]
+    assert memory_plan([100, 300], 3) == [
+        (100, "batched"), (300, "batched"), (300, "in-memory"), (300, "batched"), (300, "in-memory"), (300, "batched"), (300, "in-memory"),
+    ]
+
+
+def test_the_time_ratio_is_of_medians_so_one_slow_run_does_not_decide_it():
+    from bench.grid import Cell
+    from bench.perf import MemoryGrowth
+    from bench.records import Record
+
+    def run(loader, seconds, images=300):
+        cell = Cell("mobilenet_v2", "finetune", 32, "none", 0, data="synthetic", profile="full", train_images=images, loader=loader)
+        return Record(**cell.record_fields(), status="ok", train_seconds=seconds, peak_anon_mb=100.0)
+
+    small, largest = run("batched", 10.0, images=100), run("batched", 30.0)
+    growth = MemoryGrowth("mobilenet_v2", "finetune", (small, largest), (largest, run("batched", 99.0), run("batched", 31.0)),
+                          (run("in-memory", 20.0), run("in-memory", 30.0), run("in-memory", 5.0)))
+    assert growth.time_ratio == pytest.approx(31.0 / 20.0)
+
+
 def test_perf_memory_prints_the_ratios_and_writes_the_table(tmp_path):
     result = run_cli("perf", "--memory", "--data", "synthetic", "--image-size", "32", "--train-images", "100", "300", "--epochs", "1",
-                     "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
+                     "--timing-runs", "2", "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "out" / "perf-memory.md").read_text()
     assert result.stdout.strip() == text.strip()
     for stage in ("transfer", "finetune"):
         assert re.search(rf"`mobilenet_v2` {stage}: peak memory growth 300/100 training images: \d+\.\d\dx", text), text
         assert re.search(rf"`mobilenet_v2` {stage}: cached training time vs in-memory path: \d+\.\d\dx", text), text
+        # The seconds behind each ratio: two runs of each loader, with their medians.
+        assert re.search(rf"`mobilenet_v2` {stage} at 300 training images, train s: per batch [\d.]+, [\d.]+ \(median [\d.]+\); "
+                         rf"in-memory [\d.]+, [\d.]+ \(median [\d.]+\)", text), text
     assert re.search(r"the `bench` process itself \(decoding and checking the data\): [\d,]+ MB", text)
     rows = [line for line in text.splitlines() if line.startswith("| `mobilenet_v2`")]
-    # Two sizes per stage with the per-batch loader, one with the in-memory loader.
-    assert len(rows) == 6 and sum("in-memory (old)" in row for row in rows) == 2
+    # Per stage: the smaller size, then two runs of each loader at the largest.
+    assert len(rows) == 10 and sum("in-memory (old)" in row for row in rows) == 4
+    assert [re.split(r" *\| *", row)[4:6] for row in rows[:5]] == [
+        ["per batch", ""], ["per batch", "1"], ["per batch", "2"], ["in-memory (old)", "1"], ["in-memory (old)", "2"],
+    ]
     assert all(re.search(r"\| \d[\d,]* +\| \d[\d,]* +\|", row) for row in rows)  # peak anon and RSS measured
     # A fresh activation cache per run, removed afterwards: nothing of it lands in --cache-dir.
     assert not (tmp_path / "cache" / "features").exists()
