@@ -86,21 +86,11 @@ READ_BLOCK_BYTES = 16 * 2**20
 EVAL_BATCH_SIZE = 256
 
 
-def batch_dataset(make_items, count: int, *specs):
-    """A tf.data pipeline of the numpy items ``make_items()`` yields (tuples matching ``specs``,
-    each ``(shape without the leading axis, dtype)``), ``count`` of them."""
-    import tensorflow as tf
-
-    signature = tuple(tf.TensorSpec((None, *shape), dtype) for shape, dtype in specs)
-    dataset = tf.data.Dataset.from_generator(make_items, output_signature=signature if len(signature) > 1 else signature[0])
-    # A known length lets Keras size its epochs without running out of data.
-    return dataset.apply(tf.data.experimental.assert_cardinality(count))
-
-
 def blocked_batches(count: int, batch_size: int, row_bytes: int, read_rows, *specs):
     """Batches of ``batch_size`` over rows ``0..count``, in order: ``read_rows(start, stop)`` gives
     the numpy arrays of rows ``[start, stop)``, called in the background by tf.data a block of
-    several batches at a time (``READ_BLOCK_BYTES``), so memory is a few blocks whatever ``count``."""
+    several batches at a time (``READ_BLOCK_BYTES``), so memory is a few blocks whatever ``count``.
+    ``specs`` match what it returns: ``(shape without the leading axis, dtype)`` of each array."""
     import tensorflow as tf
 
     # Whole batches per block, so the batches' boundaries are those of slicing the rows.
@@ -110,7 +100,9 @@ def blocked_batches(count: int, batch_size: int, row_bytes: int, read_rows, *spe
         for start in range(0, count, block):
             yield read_rows(start, min(start + block, count))
 
-    dataset = batch_dataset(blocks, math.ceil(count / block), *specs).rebatch(batch_size)
+    signature = tuple(tf.TensorSpec((None, *shape), dtype) for shape, dtype in specs)
+    dataset = tf.data.Dataset.from_generator(blocks, output_signature=signature if len(signature) > 1 else signature[0]).rebatch(batch_size)
+    # A known length lets Keras size its epochs without running out of data.
     return dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
 
 
