@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.cost_records import CostConfig, CostRecord, append_cost_record
-from bench.isolation import LOGS_DIR, describe_exit, failure_text, run_in_child
+from bench.isolation import LOGS_DIR, exit_failure, failure_text, run_in_child
 
 # Modest repeats: `bench cost --all` at default sizes must finish in 3 minutes on 2 cores.
 INFER_BATCHES = 2  # batches per timed inference repeat
@@ -137,7 +137,9 @@ def measure_isolated(config: CostConfig, out_dir: Path, command: str = "") -> Co
     end = run_in_child(measure_safely, (config, command), log_file, f"cost {config.key}")
     if end.result is not None:
         return end.result
-    return failed_cost_record(config, f"{describe_exit(end.exitcode)}; see {log_file}", command, wall_seconds=end.seconds)
+    # An OOM kill says so (a large batch or size is the likely cause), not just "SIGKILL".
+    _, reason = exit_failure(end.exitcode, end.oom_kills_before, end.oom_kills_after)
+    return failed_cost_record(config, f"{reason}; see {log_file}", command, wall_seconds=end.seconds)
 
 
 def run_costs(configs: list[CostConfig], out_dir: Path, command: str = "", on_start=None, on_record=None) -> list[CostRecord]:

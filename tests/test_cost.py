@@ -123,6 +123,22 @@ def test_a_crashing_backbone_becomes_a_failed_record_and_the_rest_still_run(tmp_
     assert "Failed measurements" in table and "fault_aborts" in table and "| `small_cnn`" in table
 
 
+def test_a_measurement_the_oom_killer_ended_says_out_of_memory(tmp_path, monkeypatch):
+    import signal
+
+    from bench import cost
+    from bench.isolation import ChildEnd
+
+    def killed(work, args, log_file, what, *rest):
+        # What run_in_child reports when the kernel's OOM killer (counted by the cgroup) sent SIGKILL.
+        return ChildEnd(None, False, -signal.SIGKILL, 2, 3, 5.0)
+
+    monkeypatch.setattr(cost, "run_in_child", killed)
+    record = cost.measure_isolated(CostConfig("small_cnn", 32, 64), tmp_path)
+    assert record.status == "failed" and record.error.startswith("out of memory: killed by signal SIGKILL"), record.error
+    assert record.wall_seconds == 5.0
+
+
 # --------------------------------------------------------------------------- rendering (no TensorFlow)
 
 
