@@ -152,8 +152,7 @@ def memory_growth(
                 for stage in ("transfer", "finetune"):
                     cell = Cell(backbone, stage, image_size, "none", 0, data=data, profile="full", weights=weights, epochs=epochs, train_images=pool, loader=loader)
                     print(f"perf --memory: {cell.key} ...", file=log, flush=True)
-                    # A rerun's log goes to its own folder, beside (not over) the first run's.
-                    record = run_isolated(cell, scratch / f"out-{len(runs.get((stage, loader), []))}", features, timeout_seconds)
+                    record = run_isolated(cell, scratch / "out", features, timeout_seconds)
                     if record.status != "ok":
                         raise RuntimeError(f"perf cell {cell.key} failed: {(record.error or '').splitlines()[0] if record.error else record.failure}")
                     print(f"    {record.train_images} training images: peak anon {record.peak_anon_mb or 0:,.0f} MB, train {record.train_seconds:.1f} s", file=log, flush=True)
