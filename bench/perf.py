@@ -74,8 +74,13 @@ class MemoryGrowth:
     backbone: str
     stage: str
     batched: tuple[Record, ...]  # by training-set size, smallest first
-    timed_batched: tuple[Record, ...]  # the largest size, per-batch loader: batched[-1] and its reruns
+    batched_reruns: tuple[Record, ...]  # the largest size again, per-batch loader
     in_memory: tuple[Record, ...]  # the largest size, in-memory loader, run between those
+
+    @property
+    def timed_batched(self) -> tuple[Record, ...]:
+        """The per-batch loader's runs at the largest size: the sizes' last, then its reruns."""
+        return (self.largest, *self.batched_reruns)
 
     @property
     def smallest(self) -> Record:
@@ -159,7 +164,6 @@ def memory_growth(
                     runs.setdefault((stage, loader), []).append(record)
             for stage in ("transfer", "finetune"):
                 batched = runs[(stage, "batched")]
-                sizes = tuple(batched[: len(pool_sizes)])
-                timed = (sizes[-1], *batched[len(pool_sizes):])
-                growths.append(MemoryGrowth(backbone, stage, sizes, timed, tuple(runs[(stage, "in-memory")])))
+                sizes, reruns = tuple(batched[: len(pool_sizes)]), tuple(batched[len(pool_sizes):])
+                growths.append(MemoryGrowth(backbone, stage, sizes, reruns, tuple(runs[(stage, "in-memory")])))
     return growths
