@@ -74,13 +74,10 @@ class MemoryGrowth:
     backbone: str
     stage: str
     batched: tuple[Record, ...]  # by training-set size, smallest first
-    batched_reruns: tuple[Record, ...]  # the largest size again, per-batch loader
-    in_memory: tuple[Record, ...]  # the largest size, in-memory loader, run between those
-
-    @property
-    def timed_batched(self) -> tuple[Record, ...]:
-        """The per-batch loader's runs at the largest size: the sizes' last, then its reruns."""
-        return (self.largest, *self.batched_reruns)
+    # The timed runs, all at the largest size with a warm cache: the size run itself is not
+    # one, since its transfer cell extracted the cache in the same process just before.
+    timed_batched: tuple[Record, ...]  # per-batch loader
+    in_memory: tuple[Record, ...]  # in-memory loader, run alternately with those
 
     @property
     def smallest(self) -> Record:
@@ -118,15 +115,10 @@ class MemoryBenchmark:
 
 def memory_plan(pool_sizes: list[int], timing_runs: int) -> list[tuple[int, str]]:
     """The (pool size, loader) of each run, in order: the per-batch loader at every size, then at
-    the largest the in-memory and per-batch loaders alternately, ``timing_runs`` runs of each in
-    all (the first per-batch one is the sizes' last), so slow spells of a shared machine fall on both."""
+    the largest the in-memory and per-batch loaders alternately, ``timing_runs`` runs of each,
+    so slow spells of a shared machine fall on both."""
     largest = max(pool_sizes)
-    plan = [(pool, "batched") for pool in sorted(pool_sizes)]
-    for run in range(timing_runs):
-        plan.append((largest, "in-memory"))
-        if run < timing_runs - 1:
-            plan.append((largest, "batched"))
-    return plan
+    return [(pool, "batched") for pool in sorted(pool_sizes)] + [(largest, loader) for _ in range(timing_runs) for loader in ("in-memory", "batched")]
 
 
 def memory_growth(
@@ -164,6 +156,6 @@ def memory_growth(
                     runs.setdefault((stage, loader), []).append(record)
             for stage in ("transfer", "finetune"):
                 batched = runs[(stage, "batched")]
-                sizes, reruns = tuple(batched[: len(pool_sizes)]), tuple(batched[len(pool_sizes):])
-                growths.append(MemoryGrowth(backbone, stage, sizes, reruns, tuple(runs[(stage, "in-memory")])))
+                sizes, timed = tuple(batched[: len(pool_sizes)]), tuple(batched[len(pool_sizes):])
+                growths.append(MemoryGrowth(backbone, stage, sizes, timed, tuple(runs[(stage, "in-memory")])))
     return growths

@@ -411,7 +411,7 @@ def render_perf_memory(benchmark) -> str:
     runs = [
         (r, run)
         for g in growths
-        for r, run in [*((r, "") for r in g.batched[:-1]), *((r, i + 1) for i, r in enumerate(g.timed_batched)), *((r, i + 1) for i, r in enumerate(g.in_memory))]
+        for r, run in [*((r, "") for r in g.batched), *((r, i + 1) for i, r in enumerate(g.timed_batched)), *((r, i + 1) for i, r in enumerate(g.in_memory))]
     ]
     worst = max((r for g in growths for r in g.batched), key=lambda r: r.peak_anon_mb)
     rows = [
