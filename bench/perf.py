@@ -9,7 +9,8 @@ The memory benchmark runs each backbone's transfer and finetune cells at each tr
 size, each cell in its own process (so each peak is that cell's alone), then the same cells
 at the largest size with the in-memory loader the per-batch one replaced, for its time. One
 run per loader cannot resolve 10 % on a shared machine (two runs of the same command gave
-1.31x and 1.09x), so the two loaders run alternately several times and the medians are compared.
+1.31x and 1.09x), so the two loaders run alternately several times, all with a warm cache, and
+the medians are compared.
 """
 
 from __future__ import annotations

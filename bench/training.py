@@ -72,9 +72,9 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
 # against 5.2 s: a generator call costs about a millisecond, and the head's step only a few),
 # so the generator reads a block of several batches and ``rebatch`` splits it in C++: 1.07x
 # for transfer, 0.86x for finetune (whose in-memory loader copies the whole split each
-# epoch). Single runs later moved between 0.77x and 1.31x on this shared machine; with three
-# alternating runs per loader (medians) it is 1.12x transfer, 1.06x finetune
-# (results/perf-memory-5k-20k/perf-memory-timed.md).
+# epoch). Single runs later moved between 0.77x and 1.31x on this shared machine; with five
+# alternating warm runs per loader (medians) it is 0.82x transfer, 0.98x finetune
+# (results/perf-memory-5k-20k/perf-memory-5-warm-runs.md).
 # tf.data runs the generator in its background thread and prefetches; a parallel map over
 # ``tf.numpy_function`` or a ``keras.utils.PyDataset`` with workers were not needed.
 # Batches prefetched ahead of the step: a fixed depth keeps memory a few batches, where
