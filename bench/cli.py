@@ -28,6 +28,9 @@ from bench.stages import PROFILES, STAGES
 # Inputs past this side make the activation cache and the batches huge (10,000 px: about
 # 90 GB of temporary files per variant) for no benchmark purpose; --allow-large-images lifts it.
 MAX_IMAGE_SIZE = 1024
+# `perf --memory`'s runs of each loader: single runs on this shared 2-core machine spread by up
+# to 63 %, and three could not resolve the 10 % target (results/perf-memory-5k-20k).
+MEMORY_TIMING_RUNS = 5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -240,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--train-images", type=_positive_int, nargs="+", metavar="N", help="--memory: training-set sizes, images trained on after the validation split (default 5000 20000)")
     perf.add_argument("--epochs", type=_positive_int, help="epochs of each training (default 10; with --memory 3)")
     perf.add_argument("--timing-runs", type=_positive_int, metavar="N",
-                      help="--memory: runs of each loader at the largest size, alternating, whose median training times give the time ratio (default 5: single runs on a shared machine spread by half)")
+                      help=f"--memory: runs of each loader at the largest size, alternating, whose median training times give the time ratio (default {MEMORY_TIMING_RUNS}: single runs on a shared machine spread widely)")
     perf.add_argument("--augment", choices=sorted(POLICIES), default="none", help="policy for both paths (default none, the write-up's recipe; flip doubles what the cache computes)")
     perf.add_argument("--weights", default="none", help="imagenet, none (default: timing and memory do not depend on the weights' values), a weights FILE, or (with --memory) a DIR holding <backbone>.weights.h5")
     perf.add_argument("--out", type=Path, default=Path("out"), help="folder for perf.md or perf-memory.md (default ./out)")
@@ -803,7 +806,7 @@ def _perf_memory(args, argv=None) -> int:
     from bench import perf, report
 
     try:
-        growths = perf.memory_growth(args.data, backbones, pools, args.epochs or 3, args.cache_dir, args.timing_runs or 5, log=sys.stderr)
+        growths = perf.memory_growth(args.data, backbones, pools, args.epochs or 3, args.cache_dir, args.timing_runs or MEMORY_TIMING_RUNS, log=sys.stderr)
     except RuntimeError as error:
         print(f"error: {error}; see the cell's log above, fix it, and rerun", file=sys.stderr)
         return 1

@@ -128,7 +128,7 @@ def memory_growth(
     pool_sizes: list[int],
     epochs: int,
     cache_dir: Path,
-    timing_runs: int = 5,
+    timing_runs: int,
     timeout_seconds: float | None = None,
     log=sys.stderr,
 ) -> list[MemoryGrowth]:
