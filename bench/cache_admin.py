@@ -36,6 +36,7 @@ class CacheEntry:
 class CacheListing:
     folder: Path
     entries: tuple[CacheEntry, ...]
+    exists: bool = True  # whether the folder was there when listed (its renderer touches no disk)
 
     @property
     def total_bytes(self) -> int:
@@ -80,7 +81,7 @@ def list_cache(folder: Path) -> CacheListing:
                 except FileNotFoundError:
                     continue
                 entries.append(CacheEntry(kind, member, size, modified))
-    return CacheListing(folder, tuple(entries))
+    return CacheListing(folder, tuple(entries), folder.exists())
 
 
 def select(listing: CacheListing, older_than_days: float | None = None, now: float | None = None) -> list[CacheEntry]:

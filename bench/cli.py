@@ -509,14 +509,14 @@ def _validate_data(args, notes: list[str] | None = None):
 
 
 def cmd_list(args) -> int:
-    from bench import report
+    from bench.render.listing import render_listing
 
-    print(report.render_listing([get_backbone(n) for n in list_backbones()], STAGES, POLICIES))
+    print(render_listing([get_backbone(n) for n in list_backbones()], STAGES, POLICIES))
     return 0
 
 
 def cmd_run(args, argv=None) -> int:
-    from bench import quiet, report
+    from bench import quiet
     from bench.isolation import LOGS_DIR
     from bench.sweep import run_sweep
 
@@ -571,11 +571,11 @@ def cmd_run(args, argv=None) -> int:
 
 
 def _write_report(out: Path, **options) -> list[Path] | None:
-    """``report.write_report``; a full disk or a read-only folder is one line on stderr and None."""
-    from bench import report
+    """``publish.write_report``; a full disk or a read-only folder is one line on stderr and None."""
+    from bench import publish
 
     try:
-        return report.write_report(out, **options)
+        return publish.write_report(out, **options)
     except OSError as error:
         # Every file is replaced whole or not at all (bench.files): say so, not a traceback.
         print(
@@ -587,7 +587,7 @@ def _write_report(out: Path, **options) -> list[Path] | None:
 
 
 def cmd_report(args) -> int:
-    from bench import report
+    from bench import publish
 
     for path in args.inputs:
         if not path.exists():
@@ -598,7 +598,7 @@ def cmd_report(args) -> int:
         if not args.readme.is_file():
             raise UsageError(f"--readme {args.readme} does not exist; pass the markdown file whose results section to update")
         try:
-            report.splice_readme(args.readme.read_text(), "")
+            publish.splice_readme(args.readme.read_text(), "")
         except ValueError as error:
             raise UsageError(f"--readme {args.readme}: {error}") from None
     paths = _write_report(args.out, extra_inputs=args.inputs, project_readme=args.readme)
@@ -609,22 +609,23 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench import report
     from bench.compare import compare
+    from bench.render.compare import render_comparison
 
     for path in (args.old, args.new):
         if not path.exists():
             raise UsageError(f"{path} does not exist; pass two output folders or runs.jsonl files")
     comparison = compare(args.old, args.new, args.fail_threshold, args.accuracy_threshold)
-    print(report.render_comparison(comparison))
+    print(render_comparison(comparison))
     return 1 if args.fail_on_regression and comparison.failures else 0
 
 
 def cmd_perf(args, argv=None) -> int:
     if args.memory:
         return _perf_memory(args, argv)
-    from bench import quiet, report
+    from bench import quiet
     from bench.isolation import LOGS_DIR
+    from bench.render.perf import render_perf
 
     if len(args.backbone) > 1:
         raise UsageError("perf times one backbone's paths; pass one --backbone, or several with --memory")
@@ -650,7 +651,7 @@ def cmd_perf(args, argv=None) -> int:
         # Decodes (and caches) the images once, before any timing.
         _validate_data(args)
         comparisons = perf.compare_paths(args.data, spec.name, size, args.epochs, args.augment, args.weights, args.cache_dir, log=terminal)
-    text = report.render_perf(comparisons)
+    text = render_perf(comparisons)
     print(text)
     try:
         files.write_text(args.out / "perf.md", text + "\n")
@@ -663,14 +664,15 @@ def cmd_perf(args, argv=None) -> int:
 def cmd_cache(args) -> int:
     import time
 
-    from bench import cache_admin, report
+    from bench import cache_admin
+    from bench.render.cache import render_cache
 
     if args.cache_dir.exists() and not args.cache_dir.is_dir():
         raise UsageError(f"--cache-dir {args.cache_dir} is a file, not a folder; pass the cache folder (default {DEFAULT_CACHE_DIR})")
     listing, now = cache_admin.list_cache(args.cache_dir), time.time()
     chosen = cache_admin.select(listing, args.older_than, now)
     if not args.clear:
-        print(report.render_cache(listing, chosen, now))
+        print(render_cache(listing, chosen, now))
         return 0
     if listing.entries and not listing.looks_like_a_cache:
         raise UsageError(
@@ -681,7 +683,7 @@ def cmd_cache(args) -> int:
         cache_admin.remove(chosen)
     except OSError as error:
         raise UsageError(f"cannot remove {error.filename}: {error.strerror}; fix its permissions or remove it by hand") from None
-    print(report.render_cache(cache_admin.list_cache(args.cache_dir), [], now, removed=chosen))
+    print(render_cache(cache_admin.list_cache(args.cache_dir), [], now, removed=chosen))
     return 0
 
 
@@ -721,16 +723,17 @@ def plan_costs(args) -> list:
 
 
 def cmd_cost(args, argv=None) -> int:
-    from bench import report
+    from bench import publish
     from bench.cost import run_costs
+    from bench.render.cost import render_cost_progress
 
     configs = plan_costs(args)
     _check_out_dir(args.out)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     print(f"measuring {len(configs)} configuration(s), each in its own process, into {args.out}/cost.jsonl (logs in {args.out}/logs/)", file=sys.stderr, flush=True)
     try:
-        records = run_costs(configs, args.out, command, on_record=lambda number, record: print(report.render_cost_progress(number, len(configs), record), file=sys.stderr, flush=True))
-        paths = report.write_cost_report(args.out)
+        records = run_costs(configs, args.out, command, on_record=lambda number, record: print(render_cost_progress(number, len(configs), record), file=sys.stderr, flush=True))
+        paths = publish.write_cost_report(args.out)
     except OSError as error:
         # Appends and the table are all-or-nothing writes: what was there before is intact.
         print(f"error: could not write to {args.out}/ ({error.strerror or error}); every earlier record is kept; free space or pick another --out", file=sys.stderr)
@@ -803,7 +806,8 @@ def _perf_memory(args, argv=None) -> int:
     parent_peak = memory.peak_anon_mb()
     del raw
 
-    from bench import perf, report
+    from bench import perf
+    from bench.render.perf import render_perf_memory
 
     try:
         growths = perf.memory_growth(args.data, backbones, pools, args.epochs or 3, args.cache_dir, args.timing_runs or MEMORY_TIMING_RUNS, log=sys.stderr)
@@ -811,7 +815,7 @@ def _perf_memory(args, argv=None) -> int:
         print(f"error: {error}; see the cell's log above, fix it, and rerun", file=sys.stderr)
         return 1
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    text = report.render_perf_memory(perf.MemoryBenchmark(growths, parent_peak, command))
+    text = render_perf_memory(perf.MemoryBenchmark(growths, parent_peak, command))
     print(text)
     files.write_text(args.out / "perf-memory.md", text + "\n")
     return 0

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.stats import load, records_frame, summarize
+from bench.loading import load
+from bench.stats import records_frame, summarize
 
 ENVIRONMENT_COLUMNS = ("cpu", "gpu", "tf_version", "keras_version")
 

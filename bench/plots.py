@@ -1,31 +1,20 @@
-"""PNG plots over the summary, the per-epoch histories and the cost records."""
+"""Figures over the summary, the per-epoch histories and the cost records, each returned laid out
+and ready to save; ``bench.publish`` writes them (as PNG, at ``DPI``)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from typing import Iterator
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-from bench import files  # noqa: E402
-
+# Dots per inch of the saved PNGs: labels are placed for this resolution.
 DPI = 110
-
-
-def _save(figure, path: Path, layout: bool = True) -> Path:
-    """Write the figure whole (beside, then renamed); ``layout=False`` keeps placed labels where they are."""
-    if layout:
-        figure.tight_layout()
-    try:
-        with files.atomic_path(path) as temporary:
-            figure.savefig(temporary, dpi=DPI, format="png")
-    finally:
-        plt.close(figure)
-    return path
 
 
 # Where a label may sit around its point, nearest first: offsets in points at growing
@@ -41,7 +30,7 @@ def place_labels(figure, axis, points, texts, fontsize: float = 7) -> list:
     Greedy: each label takes the first candidate offset (nearest first) whose box stays
     inside the axes and overlaps no label placed before it and no point marker; a label
     placed away from its point gets a thin leader line. Call it once the layout is final
-    (after ``tight_layout``), and save with ``layout=False``: a later layout change would
+    (after ``tight_layout``), and lay out nothing after it: a later layout change would
     move points and labels by different amounts.
 
     Returns:
@@ -85,7 +74,7 @@ def place_labels(figure, axis, points, texts, fontsize: float = 7) -> list:
     return labels
 
 
-def accuracy_by_stage(summary: pd.DataFrame, path: Path) -> Path:
+def accuracy_by_stage(summary: pd.DataFrame) -> Figure:
     """Grouped bars: test accuracy per stage, one bar per backbone configuration."""
     figure, axis = plt.subplots(figsize=(8, 4.5))
     labels = [f"{r.backbone}\n{r.image_size}px {r.augment}" for r in summary.itertuples()]
@@ -102,10 +91,11 @@ def accuracy_by_stage(summary: pd.DataFrame, path: Path) -> Path:
     axis.set_title("Test accuracy by backbone and stage")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()] + [plt.Line2D([], [], color="black", linestyle="--")]
     axis.legend(handles, [*colours.keys(), "write-up"], fontsize=8, loc="lower right")
-    return _save(figure, path)
+    figure.tight_layout()
+    return figure
 
 
-def _accuracy_scatter(summary: pd.DataFrame, x, label, xlabel: str, title: str, path: Path, log_x: bool = False) -> Path:
+def _accuracy_scatter(summary: pd.DataFrame, x, label, xlabel: str, title: str, log_x: bool = False) -> Figure:
     """Test accuracy against ``x(group)`` per stage, each point labelled by ``label(row)``."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     points, texts = [], []
@@ -125,22 +115,21 @@ def _accuracy_scatter(summary: pd.DataFrame, x, label, xlabel: str, title: str, 
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     place_labels(figure, axis, points, texts)
-    return _save(figure, path, layout=False)
+    return figure
 
 
-def accuracy_vs_throughput(summary: pd.DataFrame, path: Path) -> Path:
+def accuracy_vs_throughput(summary: pd.DataFrame) -> Figure:
     return _accuracy_scatter(
         summary,
         lambda group: group["infer_images_per_second"],
         lambda row: f"{row.backbone} {row.image_size}px",
         "inference throughput (images/s, log scale)",
         "Accuracy against inference throughput",
-        path,
         log_x=True,
     )
 
 
-def training_curves(frame: pd.DataFrame, path: Path) -> Path:
+def training_curves(frame: pd.DataFrame) -> Figure:
     """Validation accuracy per epoch, one line per ok cell."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for row in frame[frame["status"] == "ok"].itertuples():
@@ -152,10 +141,11 @@ def training_curves(frame: pd.DataFrame, path: Path) -> Path:
     axis.set_ylabel("validation accuracy (%)")
     axis.set_title("Training curves")
     axis.legend(fontsize=6, ncol=2)
-    return _save(figure, path)
+    figure.tight_layout()
+    return figure
 
 
-def accuracy_vs_size(summary: pd.DataFrame, path: Path) -> Path:
+def accuracy_vs_size(summary: pd.DataFrame) -> Figure:
     figure, axis = plt.subplots(figsize=(7, 4.5))
     # One line per configuration apart from its size: other settings never share a line.
     columns = ["backbone", "stage", "augment", *(["settings"] if "settings" in summary else [])]
@@ -166,21 +156,21 @@ def accuracy_vs_size(summary: pd.DataFrame, path: Path) -> Path:
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("Accuracy against input size")
     axis.legend(fontsize=7)
-    return _save(figure, path)
+    figure.tight_layout()
+    return figure
 
 
-def accuracy_vs_cost(summary: pd.DataFrame, path: Path) -> Path:
+def accuracy_vs_cost(summary: pd.DataFrame) -> Figure:
     return _accuracy_scatter(
         summary,
         lambda group: group["train_seconds"] + group["cache_seconds"].fillna(0),
         lambda row: f"{row.augment} {row.image_size}px",
         "training cost (s: training + activation caching)",
         "Accuracy against training cost, by augmentation policy",
-        path,
     )
 
 
-def throughput_vs_gflops(cost: pd.DataFrame, path: Path) -> Path:
+def throughput_vs_gflops(cost: pd.DataFrame) -> Figure:
     """Inference images/s against GFLOPs per image, one point per ok cost record."""
     ok = cost[cost["status"] == "ok"].dropna(subset=["flops_per_image", "infer_images_per_second"])
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -200,16 +190,16 @@ def throughput_vs_gflops(cost: pd.DataFrame, path: Path) -> Path:
         axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     place_labels(figure, axis, points, texts)
-    return _save(figure, path, layout=False)
+    return figure
 
 
-def write_plots(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    paths = [
-        accuracy_by_stage(summary, out_dir / "accuracy_by_stage.png"),
-        accuracy_vs_throughput(summary, out_dir / "accuracy_vs_throughput.png"),
-        training_curves(frame, out_dir / "training_curves.png"),
-    ]
+def report_figures(frame: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple[str, Figure]]:
+    """The report's figures with their file names, drawn one at a time as they are asked for:
+    a caller that stops (a full disk) leaves none drawn and unsaved. Size and cost plots only
+    where the summary varies in size or augmentation."""
+    yield "accuracy_by_stage.png", accuracy_by_stage(summary)
+    yield "accuracy_vs_throughput.png", accuracy_vs_throughput(summary)
+    yield "training_curves.png", training_curves(frame)
     if summary["image_size"].nunique() > 1 or summary["augment"].nunique() > 1:
-        paths += [accuracy_vs_size(summary, out_dir / "accuracy_vs_size.png"), accuracy_vs_cost(summary, out_dir / "accuracy_vs_cost.png")]
-    return paths
+        yield "accuracy_vs_size.png", accuracy_vs_size(summary)
+        yield "accuracy_vs_cost.png", accuracy_vs_cost(summary)

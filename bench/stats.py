@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.grid import digest, group_identity
-from bench.records import RECORD_FIELDS, Record, latest_by_key, read_records
+from bench.records import RECORD_FIELDS, Record
 
 # The write-up's test accuracy per stage (../shared/seed): the numbers to beat.
 WRITEUP_ACCURACY = {"baseline": 0.700, "transfer": 0.797, "finetune": 0.838}
@@ -143,31 +143,3 @@ def compute_minutes_by_seed(frame: pd.DataFrame) -> dict[int, float]:
     cells were spread over runs and sessions (``--resume``)."""
     return {int(seed): float(group["wall_seconds"].fillna(0).sum()) / 60 for seed, group in frame.groupby("seed")}
 
-
-def load(sources) -> tuple[list[Record], int]:
-    """Latest record per cell across output folders or ``runs.jsonl`` files, and the bad-line count."""
-    records, bad = [], 0
-    for source in map(Path, sources):
-        loaded = read_records(source)
-        records += loaded.records
-        bad += loaded.bad_lines
-    return list(latest_by_key(records).values()), bad
-
-
-def load_cost(sources) -> tuple[pd.DataFrame, int]:
-    """The latest cost record per key across folders (their ``cost.jsonl``) or ``cost.jsonl``
-    files, as a frame ordered by backbone, size and batch; and the bad-line count.
-
-    A ``runs.jsonl`` among the sources is not a cost file and is passed over.
-    """
-    from bench.cost_records import COST_FIELDS, COST_FILE, read_cost_records
-
-    latest, bad = {}, 0
-    for source in map(Path, sources):
-        if not source.is_dir() and source.name != COST_FILE:
-            continue
-        loaded = read_cost_records(source)
-        latest.update({r.key: r for r in loaded.records})
-        bad += loaded.bad_lines
-    frame = pd.DataFrame([dataclasses.asdict(r) for r in latest.values()], columns=list(COST_FIELDS))
-    return frame.sort_values(["backbone", "image_size", "batch_size", "key"]).reset_index(drop=True), bad

@@ -3,7 +3,8 @@
 import os
 import time
 
-from bench import cache_admin, report
+from bench import cache_admin
+from bench.render.cache import render_cache
 from bench.cli import main
 
 DAY = 86400
@@ -70,4 +71,4 @@ def test_clear_removes_everything_but_the_kind_folders(tmp_path, capsys):
 def test_missing_cache_folder_is_an_empty_listing(tmp_path, capsys):
     assert main(["cache", "--cache-dir", str(tmp_path / "none")]) == 0
     assert "0 entries (the folder does not exist)" in capsys.readouterr().out
-    assert report.render_cache(cache_admin.list_cache(tmp_path / "none"), [], time.time()).endswith("(the folder does not exist)")
+    assert render_cache(cache_admin.list_cache(tmp_path / "none"), [], time.time()).endswith("(the folder does not exist)")

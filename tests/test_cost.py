@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import report
+from bench import publish
 from bench.cli import main
 from bench.cost_records import COST_FILE, CostConfig, CostRecord, append_cost_record, read_cost_records
 from bench.records import RUNS_FILE
@@ -163,7 +163,7 @@ def test_cost_records_render_with_optional_anon_column_failures_and_torn_lines(t
     append_cost_record(tmp_path, dataclasses.replace(_record("efficientnet_b0", 96), status="failed", error="killed by signal SIGKILL\nmore"))
     loaded = read_cost_records(tmp_path)
     assert len(loaded.records) == 4 and loaded.bad_lines == 1
-    paths = report.write_cost_report(tmp_path)
+    paths = publish.write_cost_report(tmp_path)
     assert [p.name for p in paths] == ["cost.md", "cost_throughput_vs_gflops.png"]
     text = (tmp_path / "cost.md").read_text()
     assert "| 321 ±2 %" in text and "| 100 " not in text
@@ -172,7 +172,7 @@ def test_cost_records_render_with_optional_anon_column_failures_and_torn_lines(t
     assert "peak anon MB" not in text
     assert "9,000 (0.66 M)" in text and "| n/a " in text
     append_cost_record(tmp_path, _record("resnet50", 64, peak_anon_mb=812.0))
-    report.write_cost_report(tmp_path)
+    publish.write_cost_report(tmp_path)
     text = (tmp_path / "cost.md").read_text()
     assert "peak anon MB" in text and "| 812 " in text
 
@@ -182,11 +182,11 @@ def test_report_adds_the_cost_section_only_when_a_cost_file_exists(tmp_path):
 
     fixture = Path(__file__).parent / "fixtures" / RUNS_FILE
     (tmp_path / RUNS_FILE).write_bytes(fixture.read_bytes())
-    report.write_report(tmp_path)
+    publish.write_report(tmp_path)
     assert "Cost without training" not in (tmp_path / "README.md").read_text()
     assert not (tmp_path / "cost.md").exists()
     append_cost_record(tmp_path, _record())
-    report.write_report(tmp_path)
+    publish.write_report(tmp_path)
     readme = (tmp_path / "README.md").read_text()
     assert "## Cost without training" in readme and "![throughput against GFLOPs](cost_throughput_vs_gflops.png)" in readme
     assert (tmp_path / "cost.md").exists() and (tmp_path / "cost_throughput_vs_gflops.png").exists()
@@ -194,7 +194,7 @@ def test_report_adds_the_cost_section_only_when_a_cost_file_exists(tmp_path):
 
 def test_cost_only_folder_reports_without_grid_records(tmp_path):
     append_cost_record(tmp_path, _record())
-    report.write_report(tmp_path)
+    publish.write_report(tmp_path)
     readme = (tmp_path / "README.md").read_text()
     assert "## Cost without training" in readme and "- Records: 1 (1 ok, 0 failed)" in readme and "nan" not in readme
 
@@ -224,7 +224,7 @@ def test_disk_full_stops_with_one_line_and_keeps_earlier_records(fails, tmp_path
     if fails == "append":
         monkeypatch.setattr(cost, "append_cost_record", lambda *a: (_ for _ in ()).throw(full))
     else:
-        monkeypatch.setattr(report.files, "write_text", lambda *a: (_ for _ in ()).throw(full))
+        monkeypatch.setattr(publish.files, "write_text", lambda *a: (_ for _ in ()).throw(full))
     code = main(["cost", "--backbone", "small_cnn", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith("error: could not write to") and "No space left on device" in err[-1]

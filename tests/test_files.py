@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import files, report
+from bench import files, publish
 from bench.records import RUNS_FILE
 from conftest import ROOT
 
@@ -63,10 +63,10 @@ def test_atomic_path_keeps_the_full_suffix_for_writers_that_check_it(tmp_path):
 def test_report_writes_its_readme_last_and_a_failure_keeps_the_old_one(tmp_path, monkeypatch):
     shutil.copy(FIXTURE, tmp_path / RUNS_FILE)
     project = tmp_path / "PROJECT.md"
-    project.write_text(f"# P\n\n{report.README_START}\nold\n{report.README_END}\n")
+    project.write_text(f"# P\n\n{publish.README_START}\nold\n{publish.README_END}\n")
     order, real_replace = [], os.replace
     monkeypatch.setattr(os, "replace", lambda a, b: (order.append(Path(b).name), real_replace(a, b)))
-    report.write_report(tmp_path, project_readme=project)
+    publish.write_report(tmp_path, project_readme=project)
     assert order[-2:] == ["README.md", "PROJECT.md"] and order[0] == "summary.csv" and len(order) == 8
 
     # The disk fills while the second plot is written: README.md and the project README keep their old text.
@@ -74,18 +74,18 @@ def test_report_writes_its_readme_last_and_a_failure_keeps_the_old_one(tmp_path,
     (tmp_path / RUNS_FILE).write_text(FIXTURE.read_text().replace('"test_accuracy": 0.', '"test_accuracy": 0.0'))
     from bench import plots
 
-    real_save, saved = plots._save, []
+    real_save, saved = publish.save_figure, []
 
-    def fill_on_second(figure, path, **options):
+    def fill_on_second(figure, path):
         saved.append(path)
         if len(saved) == 2:
             plots.plt.close(figure)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(figure, path, **options)
+        return real_save(figure, path)
 
-    monkeypatch.setattr(plots, "_save", fill_on_second)
+    monkeypatch.setattr(publish, "save_figure", fill_on_second)
     with pytest.raises(OSError):
-        report.write_report(tmp_path, project_readme=project)
+        publish.write_report(tmp_path, project_readme=project)
     assert (tmp_path / "README.md").read_bytes() == old_readme and project.read_bytes() == old_project
     assert _no_temporaries(tmp_path)
 
@@ -99,7 +99,7 @@ def test_full_disk_during_report_readme_keeps_the_users_readme(tmp_path):
     out.mkdir()
     shutil.copy(FIXTURE, out / RUNS_FILE)
     readme = tmp_path / "README.md"
-    original = f"# Project\n\n{report.README_START}\nold table\n{report.README_END}\n\n" + "Hand-written documentation.\n" * 6000  # 168 kB
+    original = f"# Project\n\n{publish.README_START}\nold table\n{publish.README_END}\n\n" + "Hand-written documentation.\n" * 6000  # 168 kB
     readme.write_text(original)
 
     def limit_file_size():

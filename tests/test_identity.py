@@ -125,10 +125,10 @@ def test_a_folder_is_known_by_its_content_not_its_name(sources, tmp_path):
 
 
 def test_report_tells_apart_two_folders_with_the_same_name(sources):
-    from bench import report
+    from bench.render.labels import distinguish_labels
 
     a, b = _pair("dataset_id", sources)
-    summary = report.distinguish_labels(summarize(records_frame([_record(a), _record(b)])))
+    summary = distinguish_labels(summarize(records_frame([_record(a), _record(b)])))
     assert summary["dataset"].nunique() == 2 and all(label.startswith("imgs (sha256:") for label in summary["dataset"])
 
 
@@ -248,11 +248,12 @@ def test_compare_fails_a_broken_new_run(situation, reason, tmp_path, capsys):
 
 
 def test_report_shows_the_batch_size_an_out_of_memory_retry_used():
-    from bench import report
+    from bench.render.labels import settings
+    from bench.render.runs import accuracy_table
 
     cell = Cell(**BASE)
     retried = _record(cell, batch_size=64)  # the identity keeps the planned 128
     summary = summarize(records_frame([retried]))
     assert retried.identity["batch_size"] == 128
-    assert report.settings(next(summary.itertuples())) == "batch 64 after an out-of-memory retry"
-    assert "batch 64 after an out-of-memory retry" in report.accuracy_table(summary)
+    assert settings(next(summary.itertuples())) == "batch 64 after an out-of-memory retry"
+    assert "batch 64 after an out-of-memory retry" in accuracy_table(summary)

@@ -5,7 +5,9 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from bench import report
+from bench import publish
+from bench.render.runs import ANON_EXPLANATION, render_headline
+from bench.stats import records_frame, summarize
 from bench.records import append_record, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +18,7 @@ def test_committed_results_regenerate_byte_for_byte(tmp_path):
     results, readme = tmp_path / "results", tmp_path / "README.md"
     shutil.copytree(ROOT / "results", results)
     shutil.copy(ROOT / "README.md", readme)
-    written = report.write_report(results, project_readme=readme)
+    written = publish.write_report(results, project_readme=readme)
     assert {p.name for p in written} >= {"README.md", "summary.csv"}
     for path in written:
         committed = ROOT / "README.md" if path == readme else ROOT / "results" / path.name
@@ -36,14 +38,14 @@ def test_peak_anon_column_only_where_records_have_it(tmp_path):
         folder.mkdir()
         for i, record in enumerate(records):
             append_record(folder, dataclasses.replace(record, peak_anon_mb=None if anon is None else anon + i))
-        report.write_report(folder)
+        publish.write_report(folder)
     old_text, new_text = (old / "README.md").read_text(), (new / "README.md").read_text()
     assert "anon" not in old_text and "peak_anon_mb" not in (old / "summary.csv").read_text()
     columns = _columns(new_text, "## Cost")
     assert columns.index("peak anon MB") == columns.index("peak RSS MB") + 1
-    assert report.ANON_EXPLANATION in new_text and "peak_anon_mb" in (new / "summary.csv").read_text().splitlines()[0]
+    assert ANON_EXPLANATION in new_text and "peak_anon_mb" in (new / "summary.csv").read_text().splitlines()[0]
     assert "1,234" in new_text
-    summary = report.summarize(report.records_frame(read_records(new).records))
-    headline = report.render_headline(report.records_frame(read_records(new).records), summary)
+    summary = summarize(records_frame(read_records(new).records))
+    headline = render_headline(records_frame(read_records(new).records), summary)
     columns = _columns(headline)
-    assert columns.index("peak anon MB") == columns.index("peak RSS MB") + 1 and report.ANON_EXPLANATION in headline
+    assert columns.index("peak anon MB") == columns.index("peak RSS MB") + 1 and ANON_EXPLANATION in headline

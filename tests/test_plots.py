@@ -5,7 +5,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from bench import plots
+from bench import plots, publish
 
 # Six cells whose points nearly coincide (as two stages of similar backbones do), and one far
 # away that stretches the axes so the six cluster.
@@ -33,27 +33,19 @@ def _renderer(figure):
     return canvas.get_renderer()
 
 
-def _drawn_label_boxes(monkeypatch, draw, tmp_path):
-    """Draw through the module's own save path; returns the boxes of the texts on the axes."""
-    figures = []
-    original = plots._save
-
-    def keep(figure, path, layout=True):
-        figures.append(figure)
-        return original(figure, path, layout)
-
-    monkeypatch.setattr(plots, "_save", keep)
-    path = draw(CLOSE, tmp_path / "plot.png")
+def _drawn_label_boxes(draw, tmp_path):
+    """Draw and save as the report does; returns the figure and the boxes of the texts on its axes."""
+    figure = draw(CLOSE)
+    path = publish.save_figure(figure, tmp_path / "plot.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
-    figure = figures[0]
     renderer = _renderer(figure)
     texts = [t for axis in figure.axes for t in axis.texts if t.get_text()]
     return figure, [t.get_window_extent(renderer) for t in texts]
 
 
 @pytest.mark.parametrize("draw", [plots.accuracy_vs_throughput, plots.accuracy_vs_cost])
-def test_labels_of_close_points_do_not_overlap(draw, monkeypatch, tmp_path):
-    figure, boxes = _drawn_label_boxes(monkeypatch, draw, tmp_path)
+def test_labels_of_close_points_do_not_overlap(draw, tmp_path):
+    figure, boxes = _drawn_label_boxes(draw, tmp_path)
     assert len(boxes) == len(CLOSE)
     overlapping = [(a, b) for a, b in itertools.combinations(boxes, 2) if a.overlaps(b)]
     assert not overlapping
@@ -75,7 +67,7 @@ def test_the_same_points_labelled_at_one_fixed_offset_would_overlap():
     assert any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
 
 
-def test_cost_plot_labels_do_not_overlap(monkeypatch, tmp_path):
+def test_cost_plot_labels_do_not_overlap(tmp_path):
     cost = pd.DataFrame(
         {
             "backbone": ["mobilenet_v2"] * 4 + ["efficientnet_b0"] * 2,
@@ -86,10 +78,8 @@ def test_cost_plot_labels_do_not_overlap(monkeypatch, tmp_path):
             "infer_images_per_second": [350.0, 360.0, 300.0, 310.0, 320.0, 330.0],
         }
     )
-    figures = []
-    original = plots._save
-    monkeypatch.setattr(plots, "_save", lambda figure, path, layout=True: (figures.append(figure), original(figure, path, layout))[1])
-    plots.throughput_vs_gflops(cost, tmp_path / "cost.png")
-    renderer = _renderer(figures[0])
-    boxes = [t.get_window_extent(renderer) for t in figures[0].axes[0].texts if t.get_text()]
+    figure = plots.throughput_vs_gflops(cost)
+    publish.save_figure(figure, tmp_path / "cost.png")
+    renderer = _renderer(figure)
+    boxes = [t.get_window_extent(renderer) for t in figure.axes[0].texts if t.get_text()]
     assert len(boxes) == 6 and not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))

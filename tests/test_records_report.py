@@ -6,7 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import report
+from bench import publish
+from bench.render.compare import render_comparison
+from bench.render.provenance import provenance
+from bench.render.runs import accuracy_cell, accuracy_table, axes_tables, cost_table, headline_table, render_headline, winners
+from bench.stats import compute_minutes_by_seed, grid_wall_minutes, records_frame, summarize
 from bench.records import RUNS_FILE, append_record, latest_by_key, read_records
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.jsonl"
@@ -56,7 +60,7 @@ def test_latest_record_per_cell_wins():
 
 def test_report_renders_tables_csv_and_plots(tmp_path):
     shutil.copy(FIXTURE, tmp_path / RUNS_FILE)
-    paths = report.write_report(tmp_path)
+    paths = publish.write_report(tmp_path)
     names = {p.name for p in paths}
     assert {"README.md", "summary.csv", "accuracy_by_stage.png", "accuracy_vs_throughput.png", "training_curves.png"} <= names
     for p in paths:
@@ -78,7 +82,7 @@ def test_report_counts_bad_lines_and_lists_failures(tmp_path):
     record = _fixture_records()[0]
     failed = _replace(record, key="x/failed", backbone="x", status="failed", failure="diverged", error="diverged: the training loss became NaN")
     (tmp_path / RUNS_FILE).write_text(record.to_json() + "\n" + failed.to_json() + "\n{\"truncated")
-    report.write_report(tmp_path)
+    publish.write_report(tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert "1 malformed line(s) in runs.jsonl skipped" in text
     assert "## Failed cells" in text and "diverged" in text
@@ -90,8 +94,8 @@ def _with_seeds(record, accuracies):
 
 def test_seeds_give_mean_std_and_student_t_interval():
     base = _fixture_records()[2]
-    frame = report.records_frame(_with_seeds(base, [0.80, 0.82, 0.84]))
-    row = report.summarize(frame).iloc[0]
+    frame = records_frame(_with_seeds(base, [0.80, 0.82, 0.84]))
+    row = summarize(frame).iloc[0]
     assert row.seeds == 3
     assert row.test_accuracy == pytest.approx(0.82)
     assert row.test_accuracy_std == pytest.approx(0.02)
@@ -100,10 +104,10 @@ def test_seeds_give_mean_std_and_student_t_interval():
 
 def test_accuracy_cells_show_mean_interval_and_n():
     base = _fixture_records()[2]
-    three = report.summarize(report.records_frame(_with_seeds(base, [0.80, 0.82, 0.84]))).iloc[0]
-    assert report._accuracy_cell(three) == f"82.0 % ± {100 * 4.303 * 0.02 / 3**0.5:.1f} (n=3)"
-    one = report.summarize(report.records_frame([base])).iloc[0]
-    assert report._accuracy_cell(one) == f"{100 * base.test_accuracy:.1f} % (n=1)"  # no interval from one seed
+    three = summarize(records_frame(_with_seeds(base, [0.80, 0.82, 0.84]))).iloc[0]
+    assert accuracy_cell(three) == f"82.0 % ± {100 * 4.303 * 0.02 / 3**0.5:.1f} (n=3)"
+    one = summarize(records_frame([base])).iloc[0]
+    assert accuracy_cell(one) == f"{100 * base.test_accuracy:.1f} % (n=1)"  # no interval from one seed
 
 
 def test_winners_name_the_rows_tied_with_the_best_and_the_leanest_by_anonymous_memory():
@@ -112,7 +116,7 @@ def test_winners_name_the_rows_tied_with_the_best_and_the_leanest_by_anonymous_m
     far = _replace(a, backbone="far", peak_anon_mb=1300.0)
     records = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
     records += [dataclasses.replace(r, key="f" + r.key) for r in _with_seeds(far, [0.50, 0.501, 0.502])]
-    lines = report.winners(report.summarize(report.records_frame(records)))
+    lines = winners(summarize(records_frame(records)))
     accuracy, _, memory = lines
     assert f"`{a.backbone}`" in accuracy.split("tied")[0] and "(n=3)" in accuracy
     assert "tied within the 95 % intervals: `other`" in accuracy and "`far`" not in accuracy
@@ -124,39 +128,39 @@ def test_only_rows_tied_with_another_are_marked_and_memory_falls_back_to_rss_whe
     a = _replace(_fixture_records()[2], peak_anon_mb=900.0, peak_rss_mb=3000.0)
     b = _replace(a, backbone="other", peak_anon_mb=None, peak_rss_mb=1500.0)
     clear = _with_seeds(a, [0.80, 0.801, 0.802]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.50, 0.501, 0.502])]
-    summary = report.summarize(report.records_frame(clear))
-    assert "tied best" not in report.accuracy_table(summary) and "tied best" not in report.headline_table(summary)
+    summary = summarize(records_frame(clear))
+    assert "tied best" not in accuracy_table(summary) and "tied best" not in headline_table(summary)
     # One row without anonymous memory: the ranking goes by RSS for all rather than skip it.
-    assert report.winners(summary)[2].startswith("- **Memory**: `other`") and "1,500 MB peak RSS" in report.winners(summary)[2]
+    assert winners(summary)[2].startswith("- **Memory**: `other`") and "1,500 MB peak RSS" in winners(summary)[2]
     close = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
-    assert report.headline_table(report.summarize(report.records_frame(close))).count("(tied best)") == 2
+    assert headline_table(summarize(records_frame(close))).count("(tied best)") == 2
 
 
 def test_compute_time_is_summed_per_seed_in_the_provenance():
     base = _fixture_records()[2]
     records = [dataclasses.replace(r, wall_seconds=60.0 * (r.seed + 1)) for r in _with_seeds(base, [0.8, 0.81, 0.82])]
-    frame = report.records_frame(records)
-    assert report.compute_minutes_by_seed(frame) == {0: 1.0, 1: 2.0, 2: 3.0}
-    assert "- Compute time (the cells' wall times summed): 6 min; seed 0: 1 min, seed 1: 2 min, seed 2: 3 min" in report.provenance(frame, 0)
+    frame = records_frame(records)
+    assert compute_minutes_by_seed(frame) == {0: 1.0, 1: 2.0, 2: 3.0}
+    assert "- Compute time (the cells' wall times summed): 6 min; seed 0: 1 min, seed 1: 2 min, seed 2: 3 min" in provenance(frame, 0)
 
 
 def test_seeds_that_read_the_cache_keep_the_extraction_the_first_one_paid_and_the_headline_counts_compute():
     base = _fixture_records()[2]
     records = [dataclasses.replace(r, cache_seconds=400.0 if r.seed == 0 else 1.0, wall_seconds=120.0) for r in _with_seeds(base, [0.8, 0.81, 0.82])]
-    frame = report.records_frame(records)
-    summary = report.summarize(frame)
+    frame = records_frame(records)
+    summary = summarize(frame)
     assert summary.iloc[0].cache_seconds == 400.0  # not the median, 1 s, which would hide it
-    assert "(+ 400)" in report.headline_table(summary)
-    assert "3 cells of" in report.render_headline(frame, summary) and "6 min of compute" in report.render_headline(frame, summary)
+    assert "(+ 400)" in headline_table(summary)
+    assert "3 cells of" in render_headline(frame, summary) and "6 min of compute" in render_headline(frame, summary)
 
 
 def test_overlapping_intervals_are_tied_not_losers():
     a, b = _fixture_records()[2], _replace(_fixture_records()[2], backbone="other")
     close = _with_seeds(a, [0.80, 0.82, 0.84]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.79, 0.81, 0.83])]
-    summary = report.summarize(report.records_frame(close))
+    summary = summarize(records_frame(close))
     assert summary["tied_best"].all()
     far = _with_seeds(a, [0.80, 0.801, 0.802]) + [dataclasses.replace(r, key="o" + r.key) for r in _with_seeds(b, [0.50, 0.501, 0.502])]
-    summary = report.summarize(report.records_frame(far))
+    summary = summarize(records_frame(far))
     assert summary.set_index("backbone")["tied_best"].to_dict() == {a.backbone: True, "other": False}
 
 
@@ -169,7 +173,7 @@ def test_axes_tables_and_plots_render_from_a_fixture(tmp_path):
     ]
     for r in grid:
         append_record(tmp_path, r)
-    paths = {p.name for p in report.write_report(tmp_path)}
+    paths = {p.name for p in publish.write_report(tmp_path)}
     assert {"accuracy_vs_size.png", "accuracy_vs_cost.png"} <= paths
     text = (tmp_path / "README.md").read_text()
     assert "## Augmentation and input size" in text
@@ -178,14 +182,14 @@ def test_axes_tables_and_plots_render_from_a_fixture(tmp_path):
     # Several seeds: the axes cell shows the interval and n, as the accuracy table does.
     seeded = [dataclasses.replace(r, key=f"{r.key}-s{i}", seed=i, identity={**r.identity, "seed": i}, test_accuracy=r.test_accuracy + d)
               for r in grid for i, d in enumerate((-0.01, 0.0, 0.01))]
-    table = report.axes_tables(report.summarize(report.records_frame(seeded)))
+    table = axes_tables(summarize(records_frame(seeded)))
     assert f"66.0 % ± {100 * 4.303 * 0.01 / 3**0.5:.1f} (n=3)" in table
 
 
 def test_notes_file_heads_the_report(tmp_path):
     shutil.copy(FIXTURE, tmp_path / RUNS_FILE)
-    (tmp_path / report.NOTES_FILE).write_text("Data: JPEG re-encoded copy; costs accuracy.\n")
-    report.write_report(tmp_path)
+    (tmp_path / publish.NOTES_FILE).write_text("Data: JPEG re-encoded copy; costs accuracy.\n")
+    publish.write_report(tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert text.index("JPEG re-encoded copy") < text.index("## Winners")
 
@@ -199,7 +203,7 @@ def test_report_merges_shard_folders(tmp_path):
             append_record(shard, record)
     merged = tmp_path / "merged"
     merged.mkdir()
-    report.write_report(merged, extra_inputs=shards)
+    publish.write_report(merged, extra_inputs=shards)
     summary = pd.read_csv(merged / "summary.csv")
     assert len(summary) == len(records)
     assert "Records: 7 cells (7 ok, 0 failed)" in (merged / "README.md").read_text()
@@ -208,34 +212,34 @@ def test_report_merges_shard_folders(tmp_path):
 def test_cost_table_shows_min_max_over_seeds():
     base = _fixture_records()[2]
     seeded = [dataclasses.replace(r, infer_images_per_second=100.0 + 10 * r.seed) for r in _with_seeds(base, [0.8, 0.81, 0.82])]
-    text = report.cost_table(report.summarize(report.records_frame(seeded)))
+    text = cost_table(summarize(records_frame(seeded)))
     assert "110 (64) [100-120]" in text
 
 
 def test_readme_block_is_spliced_between_markers_only(tmp_path):
     shutil.copy(FIXTURE, tmp_path / RUNS_FILE)
     readme = tmp_path / "PROJECT.md"
-    readme.write_text(f"# Project\n\nintro\n\n{report.README_START}\nstale table\n{report.README_END}\n\n## Quick start\n")
-    report.write_report(tmp_path, project_readme=readme)
+    readme.write_text(f"# Project\n\nintro\n\n{publish.README_START}\nstale table\n{publish.README_END}\n\n## Quick start\n")
+    publish.write_report(tmp_path, project_readme=readme)
     text = readme.read_text()
     assert "stale table" not in text
-    assert text.startswith("# Project\n\nintro\n\n") and text.endswith(f"{report.README_END}\n\n## Quick start\n")
-    block = text[text.index(report.README_START) : text.index(report.README_END)]
+    assert text.startswith("# Project\n\nintro\n\n") and text.endswith(f"{publish.README_END}\n\n## Quick start\n")
+    block = text[text.index(publish.README_START) : text.index(publish.README_END)]
     assert "write-up" in block.splitlines()[1] and "**Accuracy**" in block and "**Memory**" in block
     # Random-init transfer rows say so in the row itself.
     assert "**none (random init, not pretrained)**" in block
     # Running it twice changes nothing.
-    report.write_report(tmp_path, project_readme=readme)
+    publish.write_report(tmp_path, project_readme=readme)
     assert readme.read_text() == text
 
 
 def test_grid_wall_time_spans_first_start_to_last_end():
     records = _fixture_records()[:2]
-    frame = report.records_frame(records)
+    frame = records_frame(records)
     first, second = (pd.Timestamp(r.started_at) for r in records)
     expected = (max(first + pd.Timedelta(seconds=records[0].wall_seconds), second + pd.Timedelta(seconds=records[1].wall_seconds)) - min(first, second)).total_seconds() / 60
-    assert report.grid_wall_minutes(frame) == pytest.approx(expected)
-    assert report.grid_wall_minutes(frame) > records[1].wall_seconds / 60
+    assert grid_wall_minutes(frame) == pytest.approx(expected)
+    assert grid_wall_minutes(frame) > records[1].wall_seconds / 60
 
 
 def test_records_from_before_the_failure_field_load_with_it(tmp_path):
@@ -305,11 +309,11 @@ def test_report_resume_and_compare_go_on_past_every_such_line(tmp_path):
     # A record of that very cell (its identity), among the fixture's and every kind of bad line.
     done_line = dataclasses.replace(_fixture_records()[0], **done.record_fields()).to_json() + "\n"
     (out / RUNS_FILE).write_text(FIXTURE.read_text() + "".join(_broken_line(kind) + "\n" for kind in SKIPPED_LINES) + done_line)
-    report.write_report(out)
+    publish.write_report(out)
     assert f"{len(SKIPPED_LINES)} malformed line(s) in runs.jsonl skipped" in (out / "README.md").read_text()
     resumed = sweep.run_sweep([done], out, tmp_path / "cache", resume=True, log=open(os.devnull, "w"))
     assert resumed.skipped == 1 and resumed.records == []
-    text = report.render_comparison(compare(FIXTURE, out))
+    text = render_comparison(compare(FIXTURE, out))
     assert "0 regression(s) beyond the noise in 7 matched cell(s)" in text and "only in NEW" in text
 
 
@@ -324,6 +328,6 @@ def test_ok_records_missing_every_optional_number_still_render(tmp_path):
     lines = [json.dumps({**json.loads(r.to_json()), **dict.fromkeys(optional)}) for r in records]
     (tmp_path / RUNS_FILE).write_text("\n".join(lines) + "\n")
     assert len(read_records(tmp_path).records) == len(records)
-    report.write_report(tmp_path)
+    publish.write_report(tmp_path)
     assert "## Cost" in (tmp_path / "README.md").read_text()
     assert len(compare(tmp_path, tmp_path).deltas) == len(records)

@@ -1,0 +1,97 @@
+"""Publishing: the only module that writes a results folder's files (README.md, summary.csv,
+cost.md, the plots) and the headline block into a project README, each atomically
+(``bench.files``: written beside its place and renamed into it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench import files
+from bench.loading import load, load_cost
+from bench.render.cost import cost_section, render_cost
+from bench.render.labels import distinguish_labels, settings
+from bench.render.results_readme import render_markdown
+from bench.render.runs import render_headline
+from bench.stats import records_frame, summarize
+
+COST_MARKDOWN, COST_PLOT = "cost.md", "cost_throughput_vs_gflops.png"
+# A hand-written file beside the records (dataset caveats, context) that heads the report.
+NOTES_FILE = "notes.md"
+# Where `bench report --readme FILE` puts the headline block.
+README_START, README_END = "<!-- bench report: start -->", "<!-- bench report: end -->"
+
+
+def splice_readme(text: str, block: str) -> str:
+    """``text`` with what lies between the report markers replaced by ``block``.
+
+    Raises:
+        ValueError: ``text`` lacks the markers, or has them out of order.
+    """
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"no {README_START} ... {README_END} markers; add them, on lines of their own, where the results should go")
+    return text[: start + len(README_START)] + "\n" + block.strip() + "\n" + text[end:]
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Write a laid-out figure (``bench.plots``) whole as a PNG and close it, even when writing fails."""
+    from bench import plots
+
+    try:
+        with files.atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=plots.DPI, format="png")
+    finally:
+        plots.plt.close(figure)
+    return Path(path)
+
+
+def write_cost_report(out_dir: Path, cost: pd.DataFrame | None = None, bad_lines: int = 0) -> list[Path]:
+    """``cost.md`` and the throughput plot from the cost records (``out_dir/cost.jsonl`` unless given)."""
+    from bench import plots
+
+    out_dir = Path(out_dir)
+    if cost is None:
+        cost, bad_lines = load_cost([out_dir])
+    if cost.empty:
+        return []
+    plot = save_figure(plots.throughput_vs_gflops(cost), out_dir / COST_PLOT)
+    markdown = out_dir / COST_MARKDOWN
+    files.write_text(markdown, render_cost(cost, bad_lines, plot.name) + "\n")
+    return [markdown, plot]
+
+
+def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = None) -> list[Path]:
+    """Write summary.csv, plots and README.md into ``out_dir``, then the headline block into
+    ``project_readme`` between its markers where given; returns the paths written.
+
+    Each file is written beside its place and renamed into it (``bench.files``), so a crash or
+    a full disk leaves the old file or the new one. README.md comes after the files it
+    describes: a reader who sees a new README sees the whole new set.
+
+    Raises:
+        OSError: a file could not be written; the files not yet replaced keep their old text.
+    """
+    from bench import plots
+
+    out_dir = Path(out_dir)
+    records, bad = load([out_dir, *extra_inputs])
+    frame = records_frame(records)
+    summary = distinguish_labels(summarize(frame))
+    if not summary.empty:
+        summary["settings"] = [settings(row) for row in summary.itertuples()]
+    summary_csv = files.write_text(out_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    plot_paths = [save_figure(figure, out_dir / name) for name, figure in plots.report_figures(frame, summary)] if not summary.empty else []
+    # `bench cost` records found among the inputs get a section of their own, cost.md and a plot.
+    cost, cost_bad = load_cost([out_dir, *extra_inputs])
+    cost_paths = write_cost_report(out_dir, cost, cost_bad)
+    cost_block = cost_section(cost, cost_bad, COST_PLOT) if cost_paths else ""
+    notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
+    # The README last: a reader who sees a new one sees the whole new set beside it.
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block))
+    written = [readme, summary_csv, *plot_paths, *cost_paths]
+    if project_readme is not None and not summary.empty:
+        project_readme = Path(project_readme)
+        written.append(files.write_text(project_readme, splice_readme(project_readme.read_text(), render_headline(frame, summary))))
+    return written

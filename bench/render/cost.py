@@ -1,0 +1,74 @@
+"""Cost without training (``bench cost``): the how-to-read paragraph, the table, the section,
+``cost.md``'s text and the terminal line per measurement."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.render.format import first_line, half_range, millions, missing, number, table
+from bench.render.provenance import cost_provenance
+
+COST_STAGE_COLUMNS = {"baseline": "whole network", "transfer": "head on pooled features", "finetune": "top on cut activations"}
+COST_HOW_TO_READ = (
+    "One row per backbone x input size x batch size, from `python -m bench cost`: random weights (they cost the same "
+    "compute as pretrained ones), no training, each row measured in its own process. "
+    "**infer img/s**: the compiled forward pass of the whole classifier (resize, preprocessing, backbone, head) at the "
+    "row's batch size, warm-up excluded, median of 5 timed repeats (± half their range). "
+    "**latency**: batch 1, p50 / p95 over 20 calls. "
+    "**train img/s**: one optimiser step on a batch of what each stage trains, as the cached path trains it: `baseline` "
+    "the whole network on images, `transfer` the head on pooled features, `finetune` the unfrozen top on the activations "
+    "at its cut (in brackets: the parameters that step trains); n/a where the backbone has no such stage. A cell of "
+    "`bench run` adds its data pipeline and the frozen part's one pass per image (the activation cache). "
+    "**peak RSS / anon MB**: the measuring process's high-water mark (build, tracing, every pass above). "
+    "**params**: of the whole classifier. **GFLOPs/img**: one forward pass, a multiply-add counted as two."
+)
+
+
+def cost_without_training_table(cost: pd.DataFrame) -> str:
+    """One row per ok cost record; the anonymous-memory column only where a record has it."""
+    ok = cost[cost["status"] == "ok"]
+    show_anon = ok["peak_anon_mb"].notna().any()
+    show_compute = (ok["precision"] != "float32").any() or ok["jit_compile"].fillna(False).astype(bool).any()
+    rows = []
+    for row in ok.itertuples():
+        entry = {"backbone": f"`{row.backbone}`", "size px": row.image_size, "batch": row.batch_size}
+        if show_compute:
+            entry["compute"] = row.dtype_policy + (", XLA" if row.jit_compile else "")
+        entry["infer img/s"] = number(row.infer_images_per_second) + half_range(row.infer_spread)
+        entry["latency p50 / p95 ms"] = f"{number(row.latency_p50_ms, 1)} / {number(row.latency_p95_ms, 1)}"
+        for stage, part in COST_STAGE_COLUMNS.items():
+            rate, params = getattr(row, f"{stage}_train_images_per_second"), getattr(row, f"{stage}_trainable_params")
+            entry[f"train img/s: {stage} ({part})"] = "n/a" if missing(rate) else f"{number(rate)} ({millions(params)})"
+        entry["peak RSS MB"] = number(row.peak_rss_mb)
+        if show_anon:
+            entry["peak anon MB"] = number(row.peak_anon_mb)
+        entry["params"] = millions(row.total_params)
+        entry["GFLOPs/img"] = number(row.flops_per_image / 1e9 if row.flops_per_image else None, 2)
+        rows.append(entry)
+    return table(rows)
+
+
+def cost_section(cost: pd.DataFrame, bad_lines: int, plot_name: str | None, heading: str = "##") -> str:
+    """The cost-without-training block: how to read it, the table, failures, the plot."""
+    parts = [f"{heading} Cost without training", "", COST_HOW_TO_READ, "", *cost_provenance(cost, bad_lines), "", cost_without_training_table(cost), ""]
+    failed = cost[cost["status"] != "ok"]
+    if len(failed):
+        parts += ["Failed measurements:", "", *[f"- `{r.key}`: {first_line(r.error)}" for r in failed.itertuples()], ""]
+    if plot_name:
+        parts += [f"![throughput against GFLOPs]({plot_name})", ""]
+    return "\n".join(parts)
+
+
+def render_cost(cost: pd.DataFrame, bad_lines: int, plot_name: str | None) -> str:
+    """``cost.md``: the cost-without-training section as a document of its own."""
+    return "# " + cost_section(cost, bad_lines, plot_name).removeprefix("## ")
+
+
+def render_cost_progress(number_done: int, total: int, record) -> str:
+    """One terminal line for a finished cost measurement."""
+    if record.status != "ok":
+        return f"cost {number_done}/{total}: {record.key}: failed: {record.error.splitlines()[0] if record.error else ''}"
+    return (
+        f"cost {number_done}/{total}: {record.key}: {number(record.infer_images_per_second)} img/s, latency p50 {number(record.latency_p50_ms, 1)} ms, "
+        f"peak RSS {number(record.peak_rss_mb)} MB ({number(record.wall_seconds)} s)"
+    )

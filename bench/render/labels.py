@@ -1,0 +1,51 @@
+"""How a summary row is named in a table: its weights cell, its settings cell, and dataset or
+weights labels made unique where one label covers several contents."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from bench.render.format import missing
+from bench.stages import STAGES
+
+
+def weights_cell(row) -> str:
+    # A transfer or finetune row without pretrained weights says so in the row itself.
+    return row.weights + (" (random init, not pretrained)" if row.weights == "none" and row.stage != "baseline" else "")
+
+
+def settings(row) -> str:
+    """How a configuration differs from its stage's defaults beyond the table's own columns."""
+    parts = []
+    if not missing(row.batch_size) and row.stage in STAGES and int(row.batch_size) != STAGES[row.stage].batch_size:
+        parts.append(f"batch {int(row.batch_size)}")
+    if not missing(row.batch_size_used) and row.batch_size_used != row.batch_size:
+        parts.append(f"batch {int(row.batch_size_used)} after an out-of-memory retry")
+    if row.precision == "mixed":
+        parts.append("mixed precision")
+    if row.jit_compile:
+        parts.append("XLA")
+    if not missing(row.val_fraction) and row.val_fraction != 0.1:
+        parts.append(f"validation {row.val_fraction:g}")
+    parts += [f"{name}={value}" for name, value in json.loads(row.overrides or "[]")]
+    return ", ".join(parts)
+
+
+def settings_column(summary: pd.DataFrame) -> list[str] | None:
+    """Each row's settings cell, or ``None`` where every row runs its stage's defaults (no column)."""
+    values = [settings(row) for row in summary.itertuples()]
+    return values if any(values) else None
+
+
+def distinguish_labels(summary: pd.DataFrame) -> pd.DataFrame:
+    """Dataset and weights labels, extended by their content id where one label covers several contents."""
+    summary = summary.copy()
+    for label, content in (("dataset", "dataset_id"), ("weights", "weights_id")):
+        if summary.empty or content not in summary:
+            continue
+        ids = summary.groupby(label)[content].nunique()
+        ambiguous = summary[label].isin(ids[ids > 1].index)
+        summary.loc[ambiguous, label] = summary.loc[ambiguous, label] + " (" + summary.loc[ambiguous, content].astype(str) + ")"
+    return summary

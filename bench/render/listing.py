@@ -1,0 +1,24 @@
+"""``bench list`` output: the registered backbones, the stages and the augmentation policies."""
+
+from __future__ import annotations
+
+from bench.render.format import table
+from bench.stages import unfreeze_layers
+
+
+def render_listing(specs, stages: dict, policies: dict) -> str:
+    """Three tables: backbones (with what finetune unfreezes), stages, policies."""
+    backbones = [
+        {
+            "backbone": s.name,
+            "stages": ", ".join(s.stages),
+            "default px": s.default_image_size,
+            "finetune unfreezes": unfreeze_layers(stages["finetune"], s.unfreeze_layers) if "finetune" in s.stages else "",
+            "imagenet weights": "yes" if s.has_imagenet_weights else "no",
+            "description": s.description,
+        }
+        for s in specs
+    ]
+    stage_rows = [{"stage": s.name, "epochs": s.epochs, "lr": s.learning_rate, "augment": s.augment, "description": s.description} for s in stages.values()]
+    policy_rows = [{"policy": p.name, "exact cache": "yes" if p.cache_variants else "no", "description": p.description} for p in policies.values()]
+    return "\n\n".join([table(backbones), table(stage_rows), table(policy_rows)])
