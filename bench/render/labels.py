@@ -10,6 +10,11 @@ import pandas as pd
 from bench.render.format import missing
 from bench.stages import STAGES
 
+# What every run table shows of a configuration; rows equal in all of these need more words.
+SHOWN_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights"]
+# The data a configuration trained on, named where it alone tells two rows apart.
+DATA_COLUMNS = {"dataset": "data", "profile": "profile"}
+
 
 def weights_cell(row) -> str:
     # A transfer or finetune row without pretrained weights says so in the row itself.
@@ -34,8 +39,22 @@ def settings(row) -> str:
 
 
 def settings_column(summary: pd.DataFrame) -> list[str] | None:
-    """Each row's settings cell, or ``None`` where every row runs its stage's defaults (no column)."""
+    """Each row's settings cell, or ``None`` where every cell would be empty (no column).
+
+    Rows that match on every shown column and on their settings, and so differ only in what
+    they trained on, get the dataset or profile that tells them apart: two identical-looking
+    rows with different numbers would read as a contradiction.
+    """
     values = [settings(row) for row in summary.itertuples()]
+    if summary.empty:
+        return None
+    shown = summary[SHOWN_COLUMNS].astype(str).assign(settings=values)
+    for _, clash in shown[shown.duplicated(keep=False)].groupby(list(shown.columns)):
+        varying = [column for column in DATA_COLUMNS if summary.loc[clash.index, column].nunique() > 1]
+        for index in clash.index:
+            data = [f"{DATA_COLUMNS[column]} {summary.at[index, column]}" for column in varying]
+            position = summary.index.get_loc(index)
+            values[position] = ", ".join(part for part in [values[position], *data] if part)
     return values if any(values) else None
 
 
