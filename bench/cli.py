@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 
 from backbones import BackboneLookupError, get_backbone, list_backbones
-from bench import files
 from bench.augment import POLICIES
 from bench.grid import Cell
 from bench.data import DEFAULT_CACHE_DIR
@@ -623,7 +622,7 @@ def cmd_compare(args) -> int:
 def cmd_perf(args, argv=None) -> int:
     if args.memory:
         return _perf_memory(args, argv)
-    from bench import quiet
+    from bench import publish, quiet
     from bench.isolation import LOGS_DIR
     from bench.render.perf import render_perf
 
@@ -654,7 +653,7 @@ def cmd_perf(args, argv=None) -> int:
     text = render_perf(comparisons)
     print(text)
     try:
-        files.write_text(args.out / "perf.md", text + "\n")
+        publish.write_markdown(args.out / "perf.md", text)
     except OSError as error:
         print(f"error: could not write {args.out / 'perf.md'}: {error.strerror or error}; the ratios are printed above; free space and rerun", file=sys.stderr)
         return 1
@@ -806,7 +805,7 @@ def _perf_memory(args, argv=None) -> int:
     parent_peak = memory.peak_anon_mb()
     del raw
 
-    from bench import perf
+    from bench import perf, publish
     from bench.render.perf import render_perf_memory
 
     try:
@@ -817,7 +816,7 @@ def _perf_memory(args, argv=None) -> int:
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     text = render_perf_memory(perf.MemoryBenchmark(growths, parent_peak, command))
     print(text)
-    files.write_text(args.out / "perf-memory.md", text + "\n")
+    publish.write_markdown(args.out / "perf-memory.md", text)
     return 0
 
 

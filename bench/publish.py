@@ -1,5 +1,5 @@
 """Publishing: the only module that writes a results folder's files (README.md, summary.csv,
-cost.md, the plots) and the headline block into a project README, each atomically
+cost.md, the plots, perf.md) and the headline block into a project README, each atomically
 (``bench.files``: written beside its place and renamed into it)."""
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def splice_readme(text: str, block: str) -> str:
     return text[: start + len(README_START)] + "\n" + block.strip() + "\n" + text[end:]
 
 
+def write_markdown(path: Path, text: str) -> Path:
+    """A rendered document (``bench.render``) as a file ending in one newline, written atomically."""
+    return files.write_text(path, text + "\n")
+
+
 def save_figure(figure, path: Path) -> Path:
     """Write a laid-out figure (``bench.plots``) whole as a PNG and close it, even when writing fails."""
     from bench import plots
@@ -58,7 +63,7 @@ def write_cost_report(out_dir: Path, cost: pd.DataFrame | None = None, bad_lines
         return []
     plot = save_figure(plots.throughput_vs_gflops(cost), out_dir / COST_PLOT)
     markdown = out_dir / COST_MARKDOWN
-    files.write_text(markdown, render_cost(cost, bad_lines, plot.name) + "\n")
+    write_markdown(markdown, render_cost(cost, bad_lines, plot.name))
     return [markdown, plot]
 
 
