@@ -274,10 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     prefetch.add_argument("--to", type=Path, required=True, metavar="DIR", help="the folder to fill; becomes KERAS_HOME on the offline machines (it must be writable there too: Keras falls back to /tmp/.keras otherwise)")
     prefetch.add_argument("--backbone", nargs="+", metavar="NAME", help="backbones whose ImageNet weights to fetch (default: every backbone that has them)")
     prefetch.add_argument("--image-size", type=_positive_int, nargs="+", metavar="PX", help="sizes they will run at (default: each backbone's own); MobileNetV2 keeps one file per size")
-    cache = commands.add_parser("cache", help="show the cache's size and entries; clear it", description="Show the cache folder's total size and its entries by kind (datasets/, features/) with sizes on disk and ages; --clear removes them (all, or those --older-than DAYS).")
+    cache = commands.add_parser(
+        "cache",
+        help="show the cache's size and entries; clear it",
+        description="Show the cache folder's total size and the entries its manifest lists, by kind (datasets/, features/), with sizes on disk and ages. "
+        "--clear lists what it would remove (all entries, or those --older-than DAYS) and removes them only with --yes. Only entries the "
+        "cache's manifest lists are ever removed, and only in a folder that carries its marker (bench-cache.json).",
+    )
     cache.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"the cache folder (default {DEFAULT_CACHE_DIR}, or $BENCH_CACHE_DIR)")
-    cache.add_argument("--clear", action="store_true", help="remove the entries: all of them, or with --older-than only those")
-    cache.add_argument("--older-than", type=_days, metavar="DAYS", help="only entries last written more than DAYS days ago (listed, or removed with --clear)")
+    # A dry run by default rather than a prompt: the command runs in scripts and batch jobs, where
+    # a prompt hangs or reads end-of-file; the list comes first and the deletion is a second,
+    # deliberate command, so a mistyped --cache-dir costs nothing.
+    cache.add_argument("--clear", action="store_true", help="list the entries to remove: all of them, or with --older-than only those (a dry run: add --yes to remove them)")
+    cache.add_argument("--yes", action="store_true", help="with --clear: remove the listed entries")
+    cache.add_argument("--older-than", type=_days, metavar="DAYS", help="only entries last written more than DAYS days ago (listed, or removed with --clear --yes)")
+    cache.add_argument("--adopt", action="store_true", help="take over a cache written by an older bench (before the manifest): only .npy entries whose .sha256 file matches their bytes")
 
     report = commands.add_parser("report", help="write tables, CSV and plots from runs.jsonl", description="Write README.md, summary.csv and PNG plots into OUT from the records alone.")
     report.add_argument("--out", type=Path, default=Path("out"), help="folder to write the report into (default ./out); its runs.jsonl is read too")
@@ -668,18 +679,32 @@ def cmd_cache(args) -> int:
 
     if args.cache_dir.exists() and not args.cache_dir.is_dir():
         raise UsageError(f"--cache-dir {args.cache_dir} is a file, not a folder; pass the cache folder (default {DEFAULT_CACHE_DIR})")
-    listing, now = cache_admin.list_cache(args.cache_dir), time.time()
-    chosen = cache_admin.select(listing, args.older_than, now)
-    if not args.clear:
-        print(render_cache(listing, chosen, now))
+    if args.yes and not args.clear:
+        raise UsageError("--yes confirms --clear and does nothing alone; add --clear (without --yes, --clear lists what it would remove)")
+    if args.adopt:
+        if args.clear:
+            raise UsageError("--adopt and --clear are separate steps; adopt first, then list with --clear")
+        adopted, left = cache_admin.adopt(args.cache_dir)
+        print(f"adopted {len(adopted)} entr{'y' if len(adopted) == 1 else 'ies'} into the manifest of {args.cache_dir}" + (f"; left alone {len(left)} whose .sha256 does not match: {', '.join(p.name for p in left)}" if left else ""))
         return 0
-    if listing.entries and not listing.looks_like_a_cache:
-        raise UsageError(
-            f"--cache-dir {args.cache_dir} holds none of {', '.join(k + '/' for k in cache_admin.KNOWN_KINDS)}: it does not look like the "
-            "harness's cache, so nothing is removed; pass the cache folder"
-        )
+    listing, now = cache_admin.list_cache(args.cache_dir), time.time()
+    if args.cache_dir.is_dir() and not listing.marked:
+        if args.clear:
+            raise UsageError(cache_admin.unmarked_note(args.cache_dir))
+        print(render_cache(listing, [], now))
+        print(f"note: {cache_admin.unmarked_note(args.cache_dir)}")
+        return 0
+    if listing.unreadable_records:
+        print(f"note: {len(listing.unreadable_records)} unreadable manifest record(s) left alone, with what they describe (first: {listing.unreadable_records[0]})", file=sys.stderr)
+    chosen = cache_admin.select(listing, args.older_than, now)
+    print(render_cache(listing, chosen, now))
+    if not args.clear:
+        return 0
+    if not args.yes:
+        print(f"dry run: --clear would remove the {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'} listed above and nothing else; add --yes to remove them")
+        return 0
     try:
-        cache_admin.remove(chosen)
+        cache_admin.remove(listing, chosen)
     except OSError as error:
         raise UsageError(f"cannot remove {error.filename}: {error.strerror}; fix its permissions or remove it by hand") from None
     print(render_cache(cache_admin.list_cache(args.cache_dir), [], now, removed=chosen))

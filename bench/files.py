@@ -85,3 +85,28 @@ def write_bytes(path: Path, data: bytes) -> Path:
 def write_text(path: Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block.
+
+    The kernel drops the lock when its holder dies, so a killed writer never leaves a folder
+    locked. Where the lock file cannot be created (a read-only folder) no lock is taken:
+    nothing can write there either, so there is nothing to exclude.
+    """
+    import fcntl
+
+    handle = None
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+        with contextlib.suppress(OSError):
+            handle = os.open(path, flags, 0o644)
+            break
+    if handle is None:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)

@@ -1,7 +1,9 @@
-"""The caches check what they read: entries checked on open, checksummed, healed when damaged;
-no temporaries left by dead writers; no extraction that cannot fit on the disk."""
+"""The caches check what they read: entries checked and verified by content on every open, healed
+when damaged; no temporaries left by dead writers; no extraction that cannot fit on the disk."""
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench import cache_entries, files
-from bench.cache_entries import DAMAGED_DIR, check_free_space, checksum_path, open_entry, remove_stale_temporaries, temporary_path, verified_path, write_entry
+from bench.cache_entries import DAMAGED_DIR, check_free_space, legacy_checksum_path, open_entry, read_record, record_path, remove_stale_temporaries, temporary_path, write_entry
 from bench.errors import UsageError
 
 
@@ -26,15 +28,48 @@ def _notes(capsys):
     return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
-def test_an_entry_round_trips_memory_mapped_and_is_hashed_only_on_first_open(tmp_path, monkeypatch):
+def test_an_entry_round_trips_memory_mapped_and_is_listed_with_its_checksum(tmp_path):
     entry, values = _entry(tmp_path)
-    assert checksum_path(entry).exists() and not verified_path(entry).exists()
-    opened = open_entry(entry, 6, "float32", (4, 4, 3))
-    assert isinstance(opened, np.memmap) and np.array_equal(opened, values)
-    assert verified_path(entry).exists()
-    # Verified once: later opens check the header against the size, but do not hash.
-    monkeypatch.setattr(cache_entries, "file_sha256", lambda path: pytest.fail("hashed a verified entry"))
-    assert np.array_equal(open_entry(entry, 6, "float32", (4, 4, 3)), values)
+    record = read_record(entry)
+    assert record["kind"] == "features" and record["name"] == "abc.npy" and record["bytes"] == entry.stat().st_size
+    assert record["sha256"] == hashlib.sha256(entry.read_bytes()).hexdigest()
+    for _ in range(2):
+        opened = open_entry(entry, 6, "float32", (4, 4, 3))
+        assert isinstance(opened, np.memmap) and np.array_equal(opened, values)
+
+
+def _flip_keeping_size_and_time(entry, offset=-5):
+    """One flipped byte in the values, the size and modification time as they were (bit rot)."""
+    stat = entry.stat()
+    data = bytearray(entry.read_bytes())
+    data[offset] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    os.utime(entry, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (entry.stat().st_size, entry.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+
+@pytest.mark.parametrize("opens_before", [0, 1, 3])
+def test_bit_rot_after_verification_is_caught_with_size_and_time_unchanged(tmp_path, capsys, opens_before):
+    entry, values = _entry(tmp_path)
+    for _ in range(opens_before):
+        assert np.array_equal(open_entry(entry, 6, "float32", (4, 4, 3)), values)
+    _flip_keeping_size_and_time(entry)
+    notes = []
+    assert open_entry(entry, 6, "float32", (4, 4, 3), notes) is None
+    assert "checksum mismatch" in notes[0] and "checksum mismatch" in capsys.readouterr().err
+    assert not entry.exists() and (entry.parent / DAMAGED_DIR / entry.name).exists()
+
+
+def test_a_damaged_copy_restored_with_its_time_is_caught(tmp_path, capsys):
+    # What ``cp -p`` (or ``rsync -t``) of a damaged backup over a verified entry leaves.
+    entry, _ = _entry(tmp_path)
+    assert open_entry(entry) is not None
+    backup = tmp_path / "backup.npy"
+    shutil.copy2(entry, backup)
+    _flip_keeping_size_and_time(backup, offset=-1)
+    shutil.copy2(backup, entry)
+    assert open_entry(entry) is None
+    assert "checksum mismatch" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage,problem", [
@@ -47,8 +82,10 @@ def test_a_damaged_entry_is_moved_aside_with_one_line(tmp_path, capsys, damage, 
     damage(entry)
     notes = []
     assert open_entry(entry, 6, "float32", (4, 4, 3), notes) is None
-    assert not entry.exists() and (entry.parent / DAMAGED_DIR / entry.name).exists()
-    assert not checksum_path(entry).exists()
+    aside = entry.parent / DAMAGED_DIR / entry.name
+    assert not entry.exists() and aside.exists()
+    # The damaged copy is the manifest's (``--clear`` removes it), the entry is no longer.
+    assert read_record(entry) is None and read_record(aside, tmp_path)["kind"] == "features/damaged" and problem in read_record(aside, tmp_path)["problem"]
     (line,) = _notes(capsys)
     assert problem in line and entry.name in line and "recomputing" in line and notes == [line.removeprefix("note: ")]
 
@@ -74,10 +111,23 @@ def test_another_shape_than_expected_is_damage(tmp_path, capsys):
 
 def test_an_entry_without_checksum_is_removed_not_kept(tmp_path, capsys):
     entry, _ = _entry(tmp_path)
-    checksum_path(entry).unlink()
+    record_path(entry).unlink()
     assert open_entry(entry) is None
     assert not entry.exists() and not (entry.parent / DAMAGED_DIR).exists()
     assert "no checksum" in capsys.readouterr().err
+
+
+def test_an_older_cache_s_entry_is_verified_by_its_checksum_file_and_adopted(tmp_path, capsys):
+    entry, values = _entry(tmp_path)
+    # As an older bench left it: a .sha256 beside the entry, no manifest record.
+    legacy_checksum_path(entry).write_text(read_record(entry)["sha256"] + "\n")
+    record_path(entry).unlink()
+    assert np.array_equal(open_entry(entry, 6, "float32", (4, 4, 3)), values)
+    assert read_record(entry)["sha256"] == hashlib.sha256(entry.read_bytes()).hexdigest() and not legacy_checksum_path(entry).exists()
+    # Adopted or not, its content is what is checked.
+    legacy_checksum_path(entry).write_text("0" * 64 + "\n")
+    record_path(entry).unlink()
+    assert open_entry(entry) is None and "checksum mismatch" in capsys.readouterr().err
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
@@ -105,11 +155,14 @@ def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
     checksum_ours = files.temporary_path(folder / "g.npy.sha256")
     checksum_of_dead = folder / checksum_ours.name.replace(f"-{os.getpid()}-", f"-{dead}-", 1)
     legacy_checksum_of_dead = folder / f"h.npy.sha256.{dead}.tmp"  # the old sidecar naming
-    for path in (ours, theirs, legacy, other_host_recent, other_host_old, checksum_of_dead, checksum_ours, legacy_checksum_of_dead):
+    # A manifest record a dead writer was writing.
+    record_of_dead = record_path(folder / "i.npy").parent / checksum_of_dead.name.replace("g.npy.sha256", "i.npy.json")
+    record_of_dead.parent.mkdir(parents=True)
+    for path in (ours, theirs, legacy, other_host_recent, other_host_old, checksum_of_dead, checksum_ours, legacy_checksum_of_dead, record_of_dead):
         path.write_bytes(b"x")
     os.utime(other_host_old, (1, 1))
     removed = remove_stale_temporaries(folder)
-    assert sorted(p.name for p in removed) == sorted([theirs.name, legacy.name, other_host_old.name, checksum_of_dead.name, legacy_checksum_of_dead.name])
+    assert sorted(p.name for p in removed) == sorted([theirs.name, legacy.name, other_host_old.name, checksum_of_dead.name, legacy_checksum_of_dead.name, record_of_dead.name])
     assert ours.exists() and other_host_recent.exists() and checksum_ours.exists()
 
 
@@ -158,9 +211,7 @@ def test_a_damaged_activation_cache_heals_and_the_record_says_so(tmp_path):
             if damage == "truncate":
                 os.truncate(entry, entry.stat().st_size // 2)
             else:
-                data = bytearray(entry.read_bytes())
-                data[-3] ^= 0x55
-                entry.write_bytes(bytes(data))
+                _flip_keeping_size_and_time(entry, offset=-3)  # after the first run verified them
         again = run_cell(_transfer_cell(), out, cache)
         # The four inputs' pooled features are what this cell opens: each is reported, recomputed
         # (rewriting the finetune cut beside it), and the result is what it was.
@@ -183,19 +234,37 @@ def test_an_activation_cache_that_cannot_fit_fails_before_extracting(tmp_path, m
     assert not list((tmp_path / "cache").rglob("*.npy"))
 
 
-def test_a_run_heals_truncated_dataset_and_activation_entries_saying_so(tmp_path):
+def _image_folder(folder):
     from PIL import Image
 
-    from conftest import run_cli
-
-    data = tmp_path / "images"
     for split, count in (("train", 12), ("test", 4)):
         for label in range(3):
-            folder = data / split / f"class{label}"
-            folder.mkdir(parents=True)
+            (folder / split / f"class{label}").mkdir(parents=True)
             for i in range(count):
                 pixels = np.random.default_rng(label * 100 + i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
+                Image.fromarray(pixels).save(folder / split / f"class{label}" / f"{i}.png")
+    return folder
+
+
+def test_bit_rot_in_a_decoded_dataset_is_rebuilt_not_used(tmp_path, capsys):
+    from bench.data import load_image_folder
+
+    data, cache = _image_folder(tmp_path / "images"), tmp_path / "cache"
+    first = np.array(load_image_folder(data, cache).x_train)
+    (entry,) = (cache / "datasets").glob("*.x_train.npy")
+    assert np.array_equal(load_image_folder(data, cache).x_train, first)  # verified, and used
+    _flip_keeping_size_and_time(entry, offset=-1)
+    notes = []
+    again = load_image_folder(data, cache, notes)
+    assert np.array_equal(again.x_train, first)  # decoded again from the images, not the damaged bytes
+    assert len(notes) == 1 and "x_train.npy" in notes[0] and "checksum mismatch" in notes[0]
+    assert np.array_equal(open_entry(entry), first)
+
+
+def test_a_run_heals_truncated_dataset_and_activation_entries_saying_so(tmp_path):
+    from conftest import run_cli
+
+    data = _image_folder(tmp_path / "images")
     args = ["run", "--backbone", "mobilenet_v2", "--stage", "transfer", "--image-size", "32", "--epochs", "1", "--weights", "none",
             "--data", data, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
     assert run_cli(*args).returncode == 0

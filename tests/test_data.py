@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.cache_entries import read_record
 from bench.data import load_image_folder, load_raw, make_synthetic, prepare, split_validation
 from bench.errors import UsageError
 
@@ -71,10 +72,10 @@ def test_image_folder_reads_and_ignores_file_order(tmp_path):
 def test_image_folder_cache_is_reused_and_invalidated(tmp_path):
     root = _write_tree(tmp_path / "d", {"a": 3, "b": 3})
     first = load_image_folder(root, cache_dir=tmp_path / "cache")
-    # One memory-mapped .npy entry per split, each with its checksum.
+    # One memory-mapped .npy entry per split, each listed in the manifest with its checksum.
     entries = sorted((tmp_path / "cache" / "datasets").glob("*.npy"))
     assert [e.name.rsplit(".", 2)[1] for e in entries] == ["x_test", "x_train"]
-    assert all(e.with_name(e.name + ".sha256").exists() for e in entries)
+    assert all(read_record(e)["sha256"] for e in entries)
     assert isinstance(first.x_train, np.memmap) and isinstance(load_image_folder(root, cache_dir=tmp_path / "cache").x_test, np.memmap)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "a" / "0000.png")
     os.utime(root / "train" / "a" / "0000.png", ns=(1, 1))
