@@ -88,7 +88,7 @@ def remove(listing: CacheListing, entries: list[CacheEntry]) -> int:
         ValueError: the listing is not of a marked cache (nothing is removed).
         OSError: an entry could not be removed (those before it are gone, the rest are kept).
     """
-    if not listing.marked:
+    if entries and not listing.marked:
         raise ValueError(f"{listing.folder} has no {MARKER_NAME}: not a bench cache")
     freed = 0
     for entry in entries:

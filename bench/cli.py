@@ -703,6 +703,7 @@ def cmd_cache(args) -> int:
     if not args.yes:
         print(f"dry run: --clear would remove the {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'} listed above and nothing else; add --yes to remove them")
         return 0
+    print(f"removing the {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'} listed above", flush=True)
     try:
         cache_admin.remove(listing, chosen)
     except OSError as error:

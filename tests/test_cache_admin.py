@@ -92,7 +92,7 @@ def test_clear_yes_removes_exactly_the_cache_s_own_entries(tmp_path, capsys):
     assert main(["cache", "--cache-dir", str(cache), "--clear", "--yes"]) == 0
     out = capsys.readouterr().out
     # Listed before they are removed.
-    assert out.index("abc.npy") < out.index("removed 3 entries")
+    assert out.index("abc.npy") < out.index("removing the 3 entries listed above") < out.index("removed 3 entries")
     assert _all_files(cache) == sorted([*KEPT, *foreign])
     assert cache_admin.list_cache(cache).entries == ()
 
@@ -219,3 +219,5 @@ def test_missing_cache_folder_is_an_empty_listing(tmp_path, capsys):
     assert main(["cache", "--cache-dir", str(tmp_path / "none")]) == 0
     assert "0 entries (the folder does not exist)" in capsys.readouterr().out
     assert render_cache(cache_admin.list_cache(tmp_path / "none"), [], time.time()).endswith("(the folder does not exist)")
+    assert main(["cache", "--cache-dir", str(tmp_path / "none"), "--clear", "--yes"]) == 0
+    assert "removed 0 entries" in capsys.readouterr().out and not (tmp_path / "none").exists()
