@@ -5,18 +5,24 @@ from backbones.registry import (
     ENTRY_POINT_GROUP,
     BackboneLookupError,
     BackboneSpec,
+    PretrainedConfig,
+    WeightsSource,
+    WeightsUnavailableError,
     get_backbone,
     list_backbones,
     register_backbone,
     unregister_backbone,
 )
-from backbones import efficientnet, mobilenet, resnet, small_cnn  # noqa: F401  (registers the built-ins)
+from backbones import efficientnet, efficientnet_lite, mobilenet, resnet, small_cnn  # noqa: F401  (registers the built-ins)
 
 __all__ = [
     "ALL_STAGES",
     "ENTRY_POINT_GROUP",
     "BackboneLookupError",
     "BackboneSpec",
+    "PretrainedConfig",
+    "WeightsSource",
+    "WeightsUnavailableError",
     "get_backbone",
     "list_backbones",
     "register_backbone",

