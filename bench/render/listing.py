@@ -6,6 +6,13 @@ from bench.render.format import table
 from bench.stages import unfreeze_layers
 
 
+def _pretrained_columns(spec) -> dict:
+    """ImageNet top-1 and the weights' origin, from the spec's pretrained metadata."""
+    if spec.pretrained is None:
+        return {"imagenet top-1": "", "weights from": ""}
+    return {"imagenet top-1": f"{spec.pretrained.top1:.1f} %", "weights from": spec.pretrained.weights.origin}
+
+
 def render_listing(specs, stages: dict, policies: dict) -> str:
     """Three tables: backbones (with what finetune unfreezes), stages, policies."""
     backbones = [
@@ -15,6 +22,7 @@ def render_listing(specs, stages: dict, policies: dict) -> str:
             "default px": s.default_image_size,
             "finetune unfreezes": unfreeze_layers(stages["finetune"], s.unfreeze_layers) if "finetune" in s.stages else "",
             "imagenet weights": "yes" if s.has_imagenet_weights else "no",
+            **_pretrained_columns(s),
             "description": s.description,
         }
         for s in specs
