@@ -18,24 +18,25 @@ from bench import files, measure, memory, progress
 from bench.augment import get_policy
 from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
 from bench.features import FeatureCache, cached_inputs
-from bench.grid import Cell, failed_record
+from bench.grid import Cell, RunOptions, failed_record
 from bench.models import build_classifier, cached_split
 from bench.records import Record
 from bench.stages import PROFILES
 from bench.training import evaluate, image_epochs, in_memory_variant_epochs, map_shift, one_hot, set_precision, train, variant_epochs
 
 
-def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, features_dir: Path | None = None) -> Record:
+def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, features_dir: Path | None = None, options: RunOptions = RunOptions()) -> Record:
     """Train and measure one cell. Bad data raises ``UsageError``; a divergence returns a failed record.
 
     Decoded datasets are cached under ``cache_dir/datasets``, activations under
-    ``features_dir`` (default ``cache_dir/features``).
+    ``features_dir`` (default ``cache_dir/features``). ``options`` may retry at a smaller
+    batch or pick ``bench perf --memory``'s comparison loader.
     """
     wall_start = time.perf_counter()
     memory.start_anon_peak()
     features_dir = Path(features_dir or Path(cache_dir) / "features")
     env = measure.environment()
-    spec, recipe, policy = get_backbone(cell.backbone), cell.recipe(), get_policy(cell.augment)
+    spec, recipe, policy = get_backbone(cell.backbone), options.recipe(cell), get_policy(cell.augment)
     keras.utils.set_random_seed(cell.seed)
     precision = set_precision(cell.precision)
 
@@ -68,7 +69,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         cache = FeatureCache(cell, prefix, cut_names, features_dir)
         train_variants, val_variants, test_variants = cached_inputs(cache, data, policy.cache_variants, recipe.tta_flip)
         cache_seconds, shift, notes = time.perf_counter() - cache_start, map_shift(recipe, train_variants[0].shape[1]), "; ".join(filter(None, [notes, *cache.notes]))
-        if cell.loader == "in-memory":  # the old loader, only as `bench perf --memory`'s comparison
+        if options.loader == "in-memory":  # the old loader, only as `bench perf --memory`'s comparison
             train_variants, val_variants, test_variants = ([v.rows(slice(None)) for v in views] for views in (train_variants, val_variants, test_variants))
             epoch_inputs = in_memory_variant_epochs(train_variants, y_train, cell.seed, shift)
         else:
@@ -86,7 +87,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,
         unfreeze_layers=recipe.unfreeze_layers if recipe.trainable == "top" else None,
-        path=("cached" if cell.loader == "batched" else f"cached-{cell.loader}") if cached else "uncached",
+        path=("cached" if options.loader == "batched" else f"cached-{options.loader}") if cached else "uncached",
         history=result.history,
         train_seconds=result.seconds,
         cache_seconds=cache_seconds,

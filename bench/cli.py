@@ -438,8 +438,6 @@ def plan_cells(args, native_size: int) -> tuple[list[Cell], list[str]]:
                                 overrides=overrides,
                                 dataset_id=dataset_id,
                                 weights_id=weights_fingerprint(weights),
-                                cpus=args.cpus_per_cell,
-                                gpus=args.gpus_per_cell,
                             )
                         )
     # STAGES lists transfer before finetune, which starts from its transfer's saved head.
@@ -531,6 +529,7 @@ def cmd_list(args) -> int:
 
 def cmd_run(args, argv=None) -> int:
     from bench import quiet
+    from bench.grid import RunOptions
     from bench.isolation import LOGS_DIR
     from bench.sweep import run_sweep
 
@@ -569,9 +568,9 @@ def cmd_run(args, argv=None) -> int:
     for line in [f"note: {message}" for message in healed] + lines:
         print(line, file=sys.stderr)
     print(f"running {len(cells)} cells into {args.out}/ (data: {args.data}, profile: {args.profile})", file=sys.stderr, flush=True)
-    result = run_sweep(
-        cells, args.out, args.cache_dir, resume=args.resume, timeout_seconds=args.cell_timeout, command=command, executor=args.executor, ray_address=args.ray_address
-    )
+    # How to execute the cells, apart from what they are: none of it enters a key.
+    options = RunOptions(cpus=args.cpus_per_cell, gpus=args.gpus_per_cell, timeout_seconds=args.cell_timeout)
+    result = run_sweep(cells, args.out, args.cache_dir, resume=args.resume, options=options, command=command, executor=args.executor, ray_address=args.ray_address)
     if result.write_error:
         return 1
     paths = _write_report(args.out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.grid import Cell
+from bench.grid import Cell, RunOptions
 from bench.isolation import run_isolated
 from bench.records import Record
 
@@ -13,28 +13,30 @@ EXECUTORS = ("local", "ray")
 
 
 class LocalExecutor:
-    """Cells one after another on this machine, each in its own child process."""
+    """Cells one after another on this machine, each in its own child process.
 
-    def __init__(self, out_dir: Path, cache_dir: Path, timeout_seconds: float | None):
-        self.out_dir, self.cache_dir, self.timeout_seconds = out_dir, cache_dir, timeout_seconds
+    ``RunOptions.cpus`` and ``gpus`` reserve nothing here: one cell runs at a time."""
 
-    def run(self, cell: Cell, on_progress=None) -> Record:
+    def __init__(self, out_dir: Path, cache_dir: Path):
+        self.out_dir, self.cache_dir = out_dir, cache_dir
+
+    def run(self, cell: Cell, options: RunOptions, on_progress=None) -> Record:
         """``on_progress(cell, event)`` gets the cell's progress events (``bench.progress``)."""
-        return run_isolated(cell, self.out_dir, self.cache_dir, self.timeout_seconds, on_progress and (lambda event: on_progress(cell, event)))
+        return run_isolated(cell, self.out_dir, self.cache_dir, options, on_progress and (lambda event: on_progress(cell, event)))
 
-    def map(self, cells: list[Cell], on_start=None, on_progress=None):
+    def map(self, cells: list[Cell], options: RunOptions, on_start=None, on_progress=None):
         """Yield ``(cell, record)`` as each cell finishes, in order."""
         for cell in cells:
             if on_start:
                 on_start(cell)
-            yield cell, self.run(cell, on_progress)
+            yield cell, self.run(cell, options, on_progress)
 
 
-def make_executor(name: str, out_dir: Path, cache_dir: Path, timeout_seconds: float | None, ray_address: str | None = None):
+def make_executor(name: str, out_dir: Path, cache_dir: Path, ray_address: str | None = None):
     if name == "local":
-        return LocalExecutor(out_dir, cache_dir, timeout_seconds)
+        return LocalExecutor(out_dir, cache_dir)
     if name == "ray":
         from bench.ray_executor import RayExecutor
 
-        return RayExecutor(out_dir, cache_dir, timeout_seconds, ray_address)
+        return RayExecutor(out_dir, cache_dir, ray_address)
     raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")

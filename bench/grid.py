@@ -1,11 +1,13 @@
 """The grid cell: what one run of a (backbone, stage, size, policy, seed) is, and its identity.
 
-A ``Cell`` holds the settings a user asked for; ``recipe()`` resolves them against the
-stage, the backbone and the profile into what will run. ``identity()`` is the one
-definition of what makes two cells different: every setting that can change a number,
-resolved to the value that will run (``IDENTITY_FIELDS``). The key, ``--resume``, report
-grouping, ``compare`` matching, shards, the head a finetune starts from and the activation
-cache all derive from it. Nothing here imports Keras.
+A ``Cell`` holds the settings a user asked for that can change a number; ``recipe()``
+resolves them against the stage, the backbone and the profile into what will run.
+``identity()`` is the one definition of what makes two cells different: every such setting,
+resolved to the value that will run (``IDENTITY_FIELDS``). The key (``bench.keys``),
+``--resume``, report grouping, ``compare`` matching, shards, the head a finetune starts from
+and the activation cache all derive from it. How a cell is executed (resources, timeout, an
+out-of-memory retry, ``bench perf --memory``'s loader) is a ``RunOptions`` passed alongside
+it, never part of it. Nothing here imports Keras.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import json
 from pathlib import Path
 
+from bench.keys import cell_key
 from bench.records import Record
 from bench.stages import PROFILES, STAGES, Stage, unfreeze_layers
 
@@ -37,7 +39,6 @@ IDENTITY_FIELDS = (
     "path",  # cached or uncached training
     "val_fraction",
     "train_images",  # the pool carved into train and validation (the profile's, or bench perf --memory's)
-    "loader",  # batched, or the in-memory loader bench perf --memory compares it with
     "overrides",  # recipe fields set with --set, as sorted (field, value) pairs
     "dataset_id",  # the data's content
     "weights_id",  # the weights' content
@@ -47,9 +48,6 @@ EXEMPT_FIELDS = {
     "data": "where the images are read from; their content is dataset_id",
     "weights": "where the weights are read from; their content is weights_id",
     "use_cache": "a request; the path it resolves to is in the identity",
-    "retry_batch_size": "decided while the cell runs (out-of-memory retry); recorded beside the identity",
-    "cpus": "resources a Ray task reserves",
-    "gpus": "resources a Ray task reserves",
 }
 # Recipe fields ``--set`` may change. Structural ones (trainable, pretrained, resize,
 # starts_from) define the stage itself and are refused; a few have a Cell field of their own.
@@ -93,11 +91,7 @@ class Cell:
     overrides: tuple = ()  # (recipe field, value) pairs from --set, sorted
     dataset_id: str = ""  # content fingerprint; computed from ``data`` when empty
     weights_id: str = ""  # content fingerprint; computed from ``weights`` when empty
-    retry_batch_size: int | None = None  # the batch size of an out-of-memory retry
     train_images: int | None = None  # pool size before the validation split (default: the profile's); `bench perf --memory` sets it
-    loader: str = "batched"  # batched | in-memory: the cached path's loader (in-memory only as `bench perf --memory`'s comparison)
-    cpus: float = 1  # resources a distributed executor reserves for the cell
-    gpus: float = 0
 
     @property
     def dataset_label(self) -> str:
@@ -114,7 +108,7 @@ class Cell:
         return dataclasses.replace(
             stage,
             epochs=min(epochs, cap) if cap else epochs,
-            batch_size=self.retry_batch_size or self.batch_size or stage.batch_size,
+            batch_size=self.batch_size or stage.batch_size,
             unfreeze_layers=unfreeze_layers(stage, get_backbone(self.backbone).unfreeze_layers, self.unfreeze_layers),
         )
 
@@ -132,7 +126,7 @@ class Cell:
 
     def identity(self) -> dict:
         """Every setting that can change this cell's numbers, as it will run (``IDENTITY_FIELDS``)."""
-        recipe = dataclasses.replace(self, retry_batch_size=None).recipe()
+        recipe = self.recipe()
         return {
             "backbone": self.backbone,
             "stage": self.stage,
@@ -148,7 +142,6 @@ class Cell:
             "path": "cached" if self.cached() else "uncached",
             "val_fraction": self.val_fraction,
             "train_images": self.train_images or PROFILES[self.profile].train_images,
-            "loader": self.loader,
             "overrides": [list(pair) for pair in self.overrides],
             "dataset_id": self.dataset_id or dataset_fingerprint(self.data),
             "weights_id": self.weights_id or weights_fingerprint(self.weights),
@@ -156,9 +149,8 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """Readable where it can be, unique always: the identity's digest ends it."""
-        readable = f"{self.backbone}/{self.stage}/{self.image_size}px/{self.augment}/seed{self.seed}/{self.dataset_label}/{self.profile}"
-        return f"{readable}/{digest(self.identity())}"
+        """A function of the identity alone (``bench.keys.cell_key``): the folder's name is a label, not part of it."""
+        return cell_key(self.identity())
 
     @property
     def file_stem(self) -> str:
@@ -167,7 +159,7 @@ class Cell:
 
     def counterpart(self, stage: str) -> Cell:
         """The same request in another stage (its identity then resolves to that stage's recipe)."""
-        return dataclasses.replace(self, stage=stage, retry_batch_size=None)
+        return dataclasses.replace(self, stage=stage)
 
     def head_source(self) -> Cell:
         """The cell whose trained head this one starts from (itself where it starts from none)."""
@@ -203,9 +195,37 @@ class Cell:
         }
 
 
-def digest(value) -> str:
-    """A short stable hash of a JSON-able value."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:10]
+# The loaders of the cached path: per batch (every cell), or the in-memory one it replaced,
+# kept only as `bench perf --memory`'s point of comparison. Both draw the same batches in the
+# same order (tests/test_batches.py): they change time and memory, never what is trained.
+LOADERS = ("batched", "in-memory")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a cell is executed, passed alongside it: where, with what, for how long.
+
+    Nothing here is in the identity, so nothing here changes a key, a report row or a
+    ``--resume`` skip. What it does change is recorded beside the identity: the batch size
+    a retry ran (``Record.batch_size``) and the loader (``Record.path``, ``cached-in-memory``).
+    """
+
+    cpus: float = 1  # resources a distributed executor reserves for the cell
+    gpus: float = 0
+    timeout_seconds: float | None = None  # past it the cell is killed and recorded failed; None: no limit
+    # The batch size of the one out-of-memory retry, decided while the sweep runs; the
+    # identity keeps the planned one, so the retry is the same cell.
+    retry_batch_size: int | None = None
+    loader: str = "batched"  # one of LOADERS; only `bench perf --memory` asks for "in-memory"
+
+    def __post_init__(self):
+        if self.loader not in LOADERS:
+            raise ValueError(f"unknown loader {self.loader!r}; choose from {', '.join(LOADERS)}")
+
+    def recipe(self, cell: Cell) -> Stage:
+        """The recipe this run trains with: the cell's, at the retry's batch size if there is one."""
+        recipe = cell.recipe()
+        return dataclasses.replace(recipe, batch_size=self.retry_batch_size) if self.retry_batch_size else recipe
 
 
 def group_identity(identity: dict) -> dict:

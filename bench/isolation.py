@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from bench import progress
-from bench.grid import Cell, failed_record
+from bench.grid import Cell, RunOptions, failed_record
 from bench.records import Record
 
 LOGS_DIR = "logs"
@@ -40,12 +40,12 @@ def classify(error: BaseException) -> str:
     return "exception"
 
 
-def run_cell_safely(cell: Cell, out_dir: Path, cache_dir: Path) -> Record:
+def run_cell_safely(cell: Cell, out_dir: Path, cache_dir: Path, options: RunOptions = RunOptions()) -> Record:
     """``run_cell`` with every exception turned into a failed record (the last traceback lines)."""
     from bench.cell import run_cell
 
     try:
-        return run_cell(cell, out_dir, cache_dir)
+        return run_cell(cell, out_dir, cache_dir, options=options)
     except Exception as error:
         return failed_record(cell, classify(error), failure_text(error))
 
@@ -231,15 +231,17 @@ def _tail(path: Path, lines: int = 5) -> str:
     return "\n".join(text[-lines:])
 
 
-def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds: float | None, on_progress=None) -> Record:
+def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, options: RunOptions = RunOptions(), on_progress=None) -> Record:
     """Run one cell in a spawned child; always returns a record, never raises for the cell's faults.
 
-    ``on_progress(event)`` gets the child's ``bench.progress.Progress`` events as they come.
+    The child is killed past ``options.timeout_seconds``. ``on_progress(event)`` gets the
+    child's ``bench.progress.Progress`` events as they come.
     """
+    timeout_seconds = options.timeout_seconds
     log_file = Path(out_dir) / LOGS_DIR / (cell.file_stem + ".log")
     if on_progress is not None:
         on_progress(progress.Progress("starting"))
-    end = run_in_child(run_cell_safely, (cell, out_dir, cache_dir), log_file, f"cell {cell.key}", timeout_seconds, on_progress)
+    end = run_in_child(run_cell_safely, (cell, out_dir, cache_dir, options), log_file, f"cell {cell.key}", timeout_seconds, on_progress)
     if end.result is not None:
         return end.result
     if end.timed_out:

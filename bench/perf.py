@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.grid import Cell
+from bench.grid import Cell, RunOptions
 from bench.isolation import run_isolated
 from bench.records import Record
 
@@ -148,9 +148,10 @@ def memory_growth(
             runs: dict[tuple[str, str], list[Record]] = {}
             for pool, loader in memory_plan(pool_sizes, timing_runs):
                 for stage in ("transfer", "finetune"):
-                    cell = Cell(backbone, stage, image_size, "none", 0, data=data, profile="full", weights=weights, epochs=epochs, train_images=pool, loader=loader)
-                    print(f"perf --memory: {cell.key} ...", file=log, flush=True)
-                    record = run_isolated(cell, scratch / "out", features, timeout_seconds)
+                    cell = Cell(backbone, stage, image_size, "none", 0, data=data, profile="full", weights=weights, epochs=epochs, train_images=pool)
+                    # The loader is this benchmark's own option: the same cell, fed two ways.
+                    print(f"perf --memory: {cell.key} ({loader} loader) ...", file=log, flush=True)
+                    record = run_isolated(cell, scratch / "out", features, RunOptions(timeout_seconds=timeout_seconds, loader=loader))
                     if record.status != "ok":
                         raise RuntimeError(f"perf cell {cell.key} failed: {(record.error or '').splitlines()[0] if record.error else record.failure}")
                     print(f"    {record.train_images} training images: peak anon {record.peak_anon_mb or 0:,.0f} MB, train {record.train_seconds:.1f} s", file=log, flush=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.grid import Cell, failed_record
+from bench.grid import Cell, RunOptions, failed_record
 from bench.isolation import run_isolated
 from bench.records import Record
 
@@ -22,18 +22,18 @@ from bench.records import Record
 PROGRESS_POLL_SECONDS = 0.5
 
 
-def _run_task(cell: Cell, out_dir: Path, cache_dir: Path, timeout_seconds, progress_queue, *dependencies) -> Record:
+def _run_task(cell: Cell, out_dir: Path, cache_dir: Path, options: RunOptions, progress_queue, *dependencies) -> Record:
     def forward(event):
         try:
             progress_queue.put_nowait((cell.key, event))
         except Exception:  # progress is best effort: a lost queue must not fail the cell
             pass
 
-    return run_isolated(cell, out_dir, cache_dir, timeout_seconds, forward)
+    return run_isolated(cell, out_dir, cache_dir, options, forward)
 
 
 class RayExecutor:
-    def __init__(self, out_dir: Path, cache_dir: Path, timeout_seconds: float | None, address: str | None = None):
+    def __init__(self, out_dir: Path, cache_dir: Path, address: str | None = None):
         import ray
 
         if not ray.is_initialized():
@@ -42,15 +42,15 @@ class RayExecutor:
             loopback = address is None or address.split(":")[0] in ("127.0.0.1", "localhost")
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **({"_node_ip_address": "127.0.0.1"} if loopback else {}))
         self.ray = ray
-        self.out_dir, self.cache_dir, self.timeout_seconds = Path(out_dir).resolve(), Path(cache_dir).resolve(), timeout_seconds
+        self.out_dir, self.cache_dir = Path(out_dir).resolve(), Path(cache_dir).resolve()
         self.task = ray.remote(_run_task)
         from ray.util.queue import Queue
 
         # No CPU reserved: the queue must never wait for a cell's slot.
         self.progress = Queue(actor_options={"num_cpus": 0})
 
-    def _submit(self, cell: Cell, *dependencies):
-        return self.task.options(num_cpus=cell.cpus, num_gpus=cell.gpus).remote(cell, self.out_dir, self.cache_dir, self.timeout_seconds, self.progress, *dependencies)
+    def _submit(self, cell: Cell, options: RunOptions, *dependencies):
+        return self.task.options(num_cpus=options.cpus, num_gpus=options.gpus).remote(cell, self.out_dir, self.cache_dir, options, self.progress, *dependencies)
 
     def _drain(self, cells: dict, started: set, on_start, on_progress) -> None:
         """Hand queued progress events to ``on_progress(cell, event)``; a first event starts its cell."""
@@ -75,19 +75,19 @@ class RayExecutor:
         except Exception as error:  # a lost node or worker: the cell failed, the sweep goes on
             return failed_record(cell, "exception", f"ray task failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}")
 
-    def run(self, cell: Cell, on_progress=None) -> Record:
-        ref = self._submit(cell)
+    def run(self, cell: Cell, options: RunOptions, on_progress=None) -> Record:
+        ref = self._submit(cell, options)
         while not self.ray.wait([ref], timeout=PROGRESS_POLL_SECONDS)[0]:
             self._drain({cell.key: cell}, {cell.key}, None, on_progress)
         self._drain({cell.key: cell}, {cell.key}, None, on_progress)
         return self._result(ref, cell)
 
-    def map(self, cells: list[Cell], on_start=None, on_progress=None):
+    def map(self, cells: list[Cell], options: RunOptions, on_start=None, on_progress=None):
         """Submit every cell, then yield ``(cell, record)`` in completion order."""
         pending, transfers, started = {}, {}, set()
         for cell in cells:
             dependencies = [transfers[cell.head_artifact(self.out_dir)]] if cell.stage == "finetune" and cell.head_artifact(self.out_dir) in transfers else []
-            ref = self._submit(cell, *dependencies)
+            ref = self._submit(cell, options, *dependencies)
             if cell.stage == "transfer":
                 transfers[cell.head_artifact(self.out_dir)] = ref
             pending[ref] = cell

@@ -18,9 +18,12 @@ import os
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.keys import cell_key
 
 RUNS_FILE = "runs.jsonl"
-SCHEMA_VERSION = 1
+# 2: the key is a function of the identity alone (no folder name) and the identity has no
+# "loader" (`bench perf --memory`'s own option now). Records of schema 1 are mapped on read.
+SCHEMA_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +133,13 @@ def _upgrade(data: dict) -> dict:
             data["notes"], data["error"] = error.removeprefix("inline: "), ""
     if not data.get("identity"):
         data["identity"] = _legacy_identity(data)
+    if data.get("schema", 1) < 2:
+        data["identity"] = {k: v for k, v in data["identity"].items() if not (k == "loader" and v == "batched")}
+        # Schema 1 keys carried the data folder's name: the same images under another name
+        # were another cell to --resume and a second seed to the report. Keyed by the
+        # identity alone, and since the digest is unchanged (bench.keys), a record of
+        # Keras's CIFAR-10 or the synthetic set keeps its key exactly.
+        data["key"], data["schema"] = cell_key(data["identity"]), SCHEMA_VERSION
     return data
 
 
@@ -156,7 +166,6 @@ def _legacy_identity(data: dict) -> dict:
         "path": data.get("path"),
         "val_fraction": 0.1,
         "train_images": {"quick": 1000, "perf": 5000}.get(data.get("profile")),
-        "loader": "batched",
         "overrides": [],
         "dataset_id": f"label:{data.get('dataset')}",
         "weights_id": f"label:{data.get('weights')}",
@@ -231,7 +240,10 @@ def parse_record(data) -> Record | None:
     known = {k: v for k, v in data.items() if k in RECORD_FIELDS}
     if any(not isinstance(value, _FIELD_TYPES[name]) for name, value in known.items()):
         return None
-    known = _upgrade(known)
+    try:
+        known = _upgrade(known)
+    except KeyError:  # an identity without a field its key is made of
+        return None
     if known.get("status") not in STATUSES or not all(isinstance(epoch, dict) for epoch in known.get("history", [])):
         return None
     if known["status"] == "ok" and not all(isinstance(known.get(name), (int, float)) and math.isfinite(known[name]) for name in OK_REQUIRED_NUMBERS):

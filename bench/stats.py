@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.grid import digest, group_identity
+from bench.grid import group_identity
+from bench.keys import identity_digest
 from bench.records import RECORD_FIELDS, Record
 
 # The write-up's test accuracy per stage (../shared/seed): the numbers to beat.
@@ -31,7 +32,7 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
     """One row per record; ``group`` names its configuration (its identity without the seed)."""
     frame = pd.DataFrame([dataclasses.asdict(r) for r in records], columns=list(RECORD_FIELDS))
     frame["weights"] = frame["weights"].map(weights_label)
-    frame["group"] = [digest(group_identity(r.identity)) for r in records]
+    frame["group"] = [identity_digest(group_identity(r.identity)) for r in records]
     frame["batch_size_used"] = frame["batch_size"]
     for column in SETTING_COLUMNS:
         frame[f"planned_{column}"] = [r.identity.get(column) for r in records]

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bench.executors import make_executor
-from bench.grid import Cell
+from bench.grid import Cell, RunOptions
 from bench.live import SweepView, format_seconds
 from bench.records import Record, append_record, latest_by_key, read_records
 
@@ -28,7 +28,7 @@ def run_sweep(
     out_dir: Path,
     cache_dir: Path,
     resume: bool = False,
-    timeout_seconds: float | None = None,
+    options: RunOptions = RunOptions(),
     log=None,
     command: str = "",
     executor: str = "local",
@@ -41,7 +41,8 @@ def run_sweep(
         out_dir: holds ``runs.jsonl``, ``artifacts/`` and ``logs/``.
         cache_dir: activation and decoded-dataset cache.
         resume: skip cells whose latest record is ``ok``.
-        timeout_seconds: per-cell limit; a cell past it is killed and recorded ``failed``.
+        options: how every cell is executed (resources, per-cell timeout: a cell past it is
+            killed and recorded ``failed``); an out-of-memory retry adds its batch size.
         log: where progress goes (default stderr): redrawn in place on a terminal, else plain lines.
         command: the command line, stamped on every record so reports can name it.
         executor: ``local`` (one cell at a time here) or ``ray`` (a Ray task per cell).
@@ -57,14 +58,14 @@ def run_sweep(
     records: list[Record] = []
     if not todo:
         return SweepResult(records, skipped)
-    runner = make_executor(executor, out_dir, cache_dir, timeout_seconds, ray_address)
+    runner = make_executor(executor, out_dir, cache_dir, ray_address)
     sweep_start = time.perf_counter()
     with SweepView(len(todo), log) as view:
-        for index, (cell, record) in enumerate(runner.map(todo, view.started, view.update), 1):
+        for index, (cell, record) in enumerate(runner.map(todo, options, view.started, view.update), 1):
             if record.failure == "oom" and cell.recipe().batch_size > 1:
                 smaller = cell.recipe().batch_size // 2
                 view.say(f"    out of memory: retrying once at batch size {smaller}")
-                record = runner.run(dataclasses.replace(cell, retry_batch_size=smaller), view.update)
+                record = runner.run(cell, dataclasses.replace(options, retry_batch_size=smaller), view.update)
             record = dataclasses.replace(record, command=command)
             try:
                 append_record(out_dir, record)

@@ -152,5 +152,6 @@ def test_data_dot_records_the_folders_real_name(tmp_path, monkeypatch):
     args = build_parser().parse_args(["run", "--backbone", "small_cnn", "--data", "."])
     cells, _ = plan_cells(args, native_size=32)
     assert cells[0].data == str(root.resolve()) and cells[0].dataset_label == "data"
-    assert cells[0].key.split("/")[5] == "data"
+    # The name labels the data; the key holds only what the identity does (its content).
+    assert cells[0].key.split("/")[5] == "folder"
 

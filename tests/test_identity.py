@@ -3,6 +3,7 @@ share a report row, a ``compare`` match or a ``--resume`` skip; seeds of one set
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +15,20 @@ from bench.cli import build_parser, main, plan_cells
 from bench.compare import compare
 from bench.grid import EXEMPT_FIELDS, IDENTITY_FIELDS, Cell
 from bench.records import RUNS_FILE, append_record, read_records
+from bench.loading import load
 from bench.stats import records_frame, summarize
 
 FIXTURE = Path(__file__).parent / "fixtures" / RUNS_FILE
+# Records written by earlier versions (schema 1), committed with the project.
+COMMITTED = [Path(__file__).resolve().parent.parent / "results", Path(__file__).resolve().parent.parent / "results" / "axes"]
 
 
-def _folder(root: Path, shade: int) -> Path:
+def _folder(root: Path, shade: int, side: int = 8, per_class: int = 3) -> Path:
     for split in ("train", "test"):
         for name in ("a", "b"):
             (root / split / name).mkdir(parents=True, exist_ok=True)
-            for i in range(3):
-                Image.fromarray(np.full((8, 8, 3), shade + i, np.uint8)).save(root / split / name / f"{i}.png")
+            for i in range(per_class):
+                Image.fromarray(np.full((side, side, 3), shade + i, np.uint8)).save(root / split / name / f"{i}.png")
     return root
 
 
@@ -55,7 +59,6 @@ VARIATIONS = {
     "path": ({}, {"use_cache": False}),
     "val_fraction": ({}, {"val_fraction": 0.2}),
     "train_images": ({}, {"train_images": 5000}),
-    "loader": ({}, {"loader": "in-memory"}),
     "overrides": ({}, {"overrides": (("head_units", 1024),)}),
     "dataset_id": ({"data": "A"}, {"data": "B"}),
     "weights_id": ({"weights": "W1"}, {"weights": "W2"}),
@@ -257,3 +260,67 @@ def test_report_shows_the_batch_size_an_out_of_memory_retry_used():
     assert retried.identity["batch_size"] == 128
     assert settings(next(summary.itertuples())) == "batch 64 after an out-of-memory retry"
     assert "batch 64 after an out-of-memory retry" in accuracy_table(summary)
+
+
+def _cell_of(record) -> Cell:
+    """The cell today's planner makes for a record's settings (its data and weights known by content)."""
+    identity = record.identity
+    return Cell(record.backbone, record.stage, record.image_size, record.augment, record.seed, data="/elsewhere/" + record.dataset, profile=record.profile,
+                weights=record.weights, dataset_id=identity["dataset_id"], weights_id=identity["weights_id"])
+
+
+def test_a_committed_record_keeps_its_identity_and_digest_and_resume_finds_it():
+    line = (COMMITTED[0] / RUNS_FILE).read_text().splitlines()[0]
+    written = json.loads(line)
+    record = read_records_from_lines([line])[0]
+    # Mapped on read: the identity it was written with, less the loader every sweep cell had.
+    assert written["identity"]["loader"] == "batched"
+    assert record.identity == {k: v for k, v in written["identity"].items() if k != "loader"}
+    # The digest it was written with; the folder's name (cifar10-jpeg) is no longer part of the key.
+    assert written["key"] == "mobilenet_v2/transfer/128px/flip/seed0/cifar10-jpeg/full/ec17d779b5"
+    assert record.key == "mobilenet_v2/transfer/128px/flip/seed0/folder/full/ec17d779b5"
+    assert _cell_of(record).key == record.key and _cell_of(record).identity() == record.identity
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=["results", "axes"])
+def test_resume_on_the_committed_records_finds_every_one(folder, tmp_path):
+    from bench import sweep
+
+    (tmp_path / RUNS_FILE).write_bytes((folder / RUNS_FILE).read_bytes())
+    records = read_records(tmp_path).records
+    written = [json.loads(line)["key"] for line in (folder / RUNS_FILE).read_text().splitlines()]
+    # One key per key written: mapping merges no two of them, and keeps each digest.
+    assert len({r.key for r in records}) == len(set(written)) == len(records)
+    assert [r.key.rsplit("/", 1)[1] for r in records] == [key.rsplit("/", 1)[1] for key in written]
+    result = sweep.run_sweep([_cell_of(r) for r in records], tmp_path, tmp_path / "cache", resume=True, log=open(os.devnull, "w"))
+    assert result.skipped == len(records) and result.records == []
+
+
+def test_records_of_one_identity_under_two_folder_names_count_once(tmp_path):
+    """Schema 1 keyed the same images under another folder name as another cell: mapped on read, they are one."""
+    line = json.loads((COMMITTED[0] / RUNS_FILE).read_text().splitlines()[0])
+    copy = {**line, "key": line["key"].replace("/cifar10-jpeg/", "/cifar10-jpeg-copy/"), "dataset": "cifar10-jpeg-copy", "test_accuracy": 0.5}
+    (tmp_path / RUNS_FILE).write_text(json.dumps(line) + "\n" + json.dumps(copy) + "\n")
+    records, bad = load([tmp_path])
+    summary = summarize(records_frame(records))
+    assert bad == 0 and len(records) == 1 and list(summary["seeds"]) == [1]
+    assert summary.loc[0, "test_accuracy"] == 0.5  # the later record supersedes the earlier
+
+
+def test_a_renamed_copy_of_a_folder_trains_once_and_the_report_counts_it_once(tmp_path, capsys):
+    """Issue 25, defect 2: one cell on a folder, then on a renamed copy with --resume."""
+    import shutil
+
+    import pandas as pd
+
+    original = _folder(tmp_path / "photos", 10, side=32, per_class=5)
+    renamed = tmp_path / "photos-renamed"
+    shutil.copytree(original, renamed)
+    out = tmp_path / "out"
+    argv = ["run", "--backbone", "small_cnn", "--profile", "quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--resume"]
+    assert _plan(*argv[1:], "--data", str(original))[0][0].key == _plan(*argv[1:], "--data", str(renamed))[0][0].key
+    assert main([*argv, "--data", str(original)]) == 0
+    assert main([*argv, "--data", str(renamed)]) == 0
+    assert "1 of 1 cells already have an ok record; running 0" in capsys.readouterr().err
+    assert len(read_records(out).records) == 1
+    assert pd.read_csv(out / "summary.csv")["seeds"].tolist() == [1]

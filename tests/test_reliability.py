@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bench import sweep
-from bench.grid import Cell
+from bench.grid import Cell, RunOptions
 from bench.records import read_records
 from conftest import ROOT, run_cli
 
@@ -35,7 +35,7 @@ def fault_sweep(tmp_path_factory):
     list_backbones()
     cells = [_cell(n) for n in ("fault_raises", "fault_aborts", "fault_hangs", "fault_diverges", "fault_oom_once", "fault_killed", "small_cnn")]
     try:
-        result = sweep.run_sweep(cells, out, out / "cache", timeout_seconds=45, log=open(os.devnull, "w"))
+        result = sweep.run_sweep(cells, out, out / "cache", options=RunOptions(timeout_seconds=45), log=open(os.devnull, "w"))
     finally:
         import fault_backbones
 
