@@ -35,7 +35,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     wall_start = time.perf_counter()
     memory.start_anon_peak()
     features_dir = Path(features_dir or Path(cache_dir) / "features")
-    env = measure.environment()
+    provenance = measure.environment()
     spec, recipe, policy = get_backbone(cell.backbone), options.recipe(cell), get_policy(cell.augment)
     keras.utils.set_random_seed(cell.seed)
     precision = set_precision(cell.precision)
@@ -94,7 +94,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         precision=precision,
         jit_compile=cell.jit_compile,
         notes=notes,
-        **env,
+        provenance=provenance,
     )
     if result.diverged:
         return failed_record(cell, "diverged", "diverged: the training loss became NaN or infinite", **common)

@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--precision", choices=["float32", "mixed"], default="float32", help="mixed: bfloat16 compute on CPU, float16 on GPU (default float32)")
     cost.add_argument("--jit-compile", action="store_true", help="XLA-compile the forward pass and the training steps")
     cost.add_argument("--out", type=Path, default=Path("out"), help="folder for cost.jsonl, cost.md and the plot (default ./out)")
+    cost.add_argument("--resume", action="store_true", help="skip configurations that already have an ok record in OUT")
+    cost.add_argument("--cell-timeout", type=_positive_seconds, metavar="SECONDS", help="kill a measurement that runs longer and record it failed (default: no limit)")
 
     prefetch = commands.add_parser(
         "prefetch",
@@ -760,7 +762,7 @@ def cmd_cost(args, argv=None) -> int:
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     print(f"measuring {len(configs)} configuration(s), each in its own process, into {args.out}/cost.jsonl (logs in {args.out}/logs/)", file=sys.stderr, flush=True)
     try:
-        records = run_costs(configs, args.out, command, on_record=lambda number, record: print(render_cost_progress(number, len(configs), record), file=sys.stderr, flush=True))
+        records = run_costs(configs, args.out, command, args.resume, args.cell_timeout, describe=render_cost_progress).records
         paths = publish.write_cost_report(args.out)
     except OSError as error:
         # Appends and the table are all-or-nothing writes: what was there before is intact.

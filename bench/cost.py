@@ -4,19 +4,26 @@
 Random weights cost the same compute as pretrained ones, so nothing is downloaded and
 nothing trains to convergence: inference throughput (compiled forward, warm-up excluded,
 median of repeats), batch-1 latency, one training step of each stage's trainable part,
-parameters, FLOPs and the process's peak memory. Each configuration runs in its own
-spawned process, so its peak memory is its own and a crash costs only its record.
-TensorFlow is imported inside the functions that need it: the parent never loads it.
+parameters, FLOPs and the process's peak memory. Each configuration is a job like a sweep's
+cell: its own spawned process (so its peak memory is its own and a crash or a hang costs only
+its record, a timeout under ``--cell-timeout``), skipped under ``--resume`` when its latest
+record is ok, shown in the sweep's live view. TensorFlow is imported inside the functions
+that need it: the parent never loads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
-from bench.cost_records import CostConfig, CostRecord, append_cost_record
-from bench.isolation import LOGS_DIR, exit_failure, failure_text, run_in_child
+from bench import progress
+from bench.cost_records import COSTS, CostConfig, CostRecord, append_cost_record
+from bench.isolation import LOGS_DIR, classify, failure_text, run_in_child, why_no_result
+from bench.live import SweepView
+from bench.provenance import Provenance, now
+from bench.record_store import done_keys
 
 # Modest repeats: `bench cost --all` at default sizes must finish in 3 minutes on 2 cores.
 INFER_BATCHES = 2  # batches per timed inference repeat
@@ -65,7 +72,8 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
 
     wall_start = time.perf_counter()
     memory.start_anon_peak()
-    env = measure.environment()
+    provenance = dataclasses.replace(measure.environment(), command=command)
+    progress.report("building")
     dtype_policy = set_precision(config.precision)
     spec = get_backbone(config.backbone)
     keras.utils.set_random_seed(0)
@@ -74,6 +82,7 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
     images = rng.integers(0, 256, (SAMPLE_IMAGES, config.native_size, config.native_size, 3), dtype=np.uint8)
 
     # Inference: the model the backbone's last stage deploys (a finetune's is a transfer's).
+    progress.report("timing inference")
     deployed = build_classifier(spec, recipes[-1], config.native_size, config.image_size, config.num_classes, None)
     forward = measure.compiled_forward(deployed.model, config.jit_compile)
     throughput = measure.inference_images_per_second(forward, images, config.batch_size, INFER_BATCHES, INFER_REPEATS)
@@ -84,7 +93,8 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
     # One training step per stage, on random inputs of the shape that stage trains on.
     per_stage = {}
     labels = tf.constant(one_hot(np.arange(config.batch_size) % config.num_classes, config.num_classes))
-    for recipe in recipes:
+    for done, recipe in enumerate(recipes):
+        progress.report("timing training steps", done, len(recipes))
         model, input_shape = _trainable_part(spec, recipe, deployed, recipes[-1], config)
         compile_model(model, recipe, steps_per_epoch=100, jit_compile=config.jit_compile)
         if recipe.trainable == "all":
@@ -111,16 +121,13 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
         peak_anon_mb=memory.peak_anon_mb(),
         peak_gpu_mb=measure.peak_gpu_mb(),
         wall_seconds=time.perf_counter() - wall_start,
-        command=command,
-        **env,
+        provenance=provenance,
     )
 
 
-def failed_cost_record(config: CostConfig, error: str, command: str = "", **extra) -> CostRecord:
-    import datetime
-
-    extra.setdefault("started_at", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    return CostRecord(**config.identity(), status="failed", error=error, command=command, **extra)
+def failed_cost_record(config: CostConfig, failure: str, error: str, command: str = "", **extra) -> CostRecord:
+    """A ``failed`` record of ``config``; ``failure`` is one of ``records.FAILURES``."""
+    return CostRecord(**config.identity(), status="failed", failure=failure, error=error, provenance=Provenance(started_at=now(), command=command), **extra)
 
 
 def measure_safely(config: CostConfig, command: str = "") -> CostRecord:
@@ -128,35 +135,62 @@ def measure_safely(config: CostConfig, command: str = "") -> CostRecord:
     try:
         return measure_config(config, command)
     except Exception as error:
-        return failed_cost_record(config, failure_text(error), command)
+        return failed_cost_record(config, classify(error), failure_text(error), command)
 
 
-def measure_isolated(config: CostConfig, out_dir: Path, command: str = "") -> CostRecord:
-    """``measure_config`` in a spawned child; a crash or kill becomes a failed record."""
+def measure_isolated(config: CostConfig, out_dir: Path, command: str = "", timeout_seconds: float | None = None, on_progress=None) -> CostRecord:
+    """``measure_config`` in a spawned child, killed after ``timeout_seconds``; a crash, a kill
+    or a timeout becomes a failed record. ``on_progress(event)`` gets the child's progress events."""
     log_file = Path(out_dir) / LOGS_DIR / (config.file_stem + ".log")
-    end = run_in_child(measure_safely, (config, command), log_file, f"cost {config.key}")
+    end = run_in_child(measure_safely, (config, command), log_file, f"cost {config.key}", timeout_seconds, on_progress)
     if end.result is not None:
         return end.result
     # An OOM kill says so (a large batch or size is the likely cause), not just "SIGKILL".
-    _, reason = exit_failure(end.exitcode, end.oom_kills_before, end.oom_kills_after)
-    return failed_cost_record(config, f"{reason}; see {log_file}", command, wall_seconds=end.seconds)
+    failure, reason = why_no_result(end, timeout_seconds, "measurement")
+    return failed_cost_record(config, failure, f"{reason}; see {log_file}", command, wall_seconds=end.seconds)
 
 
-def run_costs(configs: list[CostConfig], out_dir: Path, command: str = "", on_start=None, on_record=None) -> list[CostRecord]:
-    """Measure each configuration in its own process, appending its record as it finishes.
+@dataclasses.dataclass(frozen=True)
+class CostRun:
+    records: list[CostRecord]  # measured by this run, in order
+    skipped: int  # configurations whose latest record was already ok (``resume``)
 
-    ``on_start(number, config)`` and ``on_record(number, record)`` report progress.
+
+def run_costs(
+    configs: list[CostConfig], out_dir: Path, command: str = "", resume: bool = False, timeout_seconds: float | None = None, log=None, describe=None
+) -> CostRun:
+    """Measure each configuration not already done in its own process, appending its record as it finishes.
+
+    Args:
+        configs: in run order.
+        out_dir: holds ``cost.jsonl`` and ``logs/``.
+        command: the command line, stamped on every record.
+        resume: skip configurations whose latest record in ``out_dir`` is ``ok``.
+        timeout_seconds: per-measurement limit; one past it is killed and recorded ``failed`` (``timeout``).
+        log: where the live view goes (default stderr).
+        describe: ``describe(number, total, record)`` is the line said when a measurement ends.
 
     Raises:
         OSError: ``cost.jsonl`` could not be written (earlier records are kept whole).
+        UsageError: ``resume`` and ``cost.jsonl`` holds lines but no readable record.
     """
-    records = []
-    for number, config in enumerate(configs, 1):
-        if on_start:
-            on_start(number, config)
-        record = measure_isolated(config, out_dir, command)
-        append_cost_record(out_dir, record)
-        records.append(record)
-        if on_record:
-            on_record(number, record)
-    return records
+    log = log or sys.stderr
+    out_dir = Path(out_dir)
+    done = done_keys(out_dir, COSTS, log) if resume else set()
+    todo = [c for c in configs if c.key not in done]
+    skipped = len(configs) - len(todo)
+    if skipped:
+        print(f"resume: {skipped} of {len(configs)} measurements already have an ok record; measuring {len(todo)}", file=log, flush=True)
+    records: list[CostRecord] = []
+    if not todo:
+        return CostRun(records, skipped)
+    with SweepView(len(todo), log) as view:
+        for number, config in enumerate(todo, 1):
+            view.started(config)
+            record = measure_isolated(config, out_dir, command, timeout_seconds, lambda event, config=config: view.update(config, event))
+            append_cost_record(out_dir, record)
+            records.append(record)
+            view.finished(config, record)
+            if describe:
+                view.say(describe(number, len(todo), record))
+    return CostRun(records, skipped)

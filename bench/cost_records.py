@@ -1,5 +1,5 @@
 """``cost.jsonl``: what one ``bench cost`` measurement is (``CostConfig``) and what it found
-(``CostRecord``), appended crash-safely and read back tolerantly. Imports no TensorFlow.
+(``CostRecord``), kept by ``bench.record_store`` (``COSTS``). Imports no TensorFlow.
 
 A cost record measures a backbone without training and without pretrained weights (random
 weights cost the same compute): its key holds every setting that changes the numbers, so
@@ -9,10 +9,11 @@ a re-run of the same configuration supersedes the earlier record.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
-from bench.records import _finite, append_line
+from bench import record_store
+from bench.provenance import Provenance
+from bench.records import legacy_failure
 
 COST_FILE = "cost.jsonl"
 COST_SCHEMA_VERSION = 1
@@ -53,6 +54,11 @@ class CostConfig:
     def file_stem(self) -> str:
         return "cost__" + self.key.replace("/", "__")
 
+    @property
+    def label(self) -> str:
+        """Short, for the live view's line of a running measurement."""
+        return f"{self.backbone} cost {self.image_size}px"
+
     def identity(self) -> dict:
         return {"key": self.key, **dataclasses.asdict(self)}
 
@@ -79,6 +85,7 @@ class CostRecord:
     # outcome
     status: str  # ok | failed
     error: str = ""
+    failure: str = ""  # for a failed record, one of ``records.FAILURES`` (a ``timeout`` under --cell-timeout)
     dtype_policy: str = ""
     stages: list = dataclasses.field(default_factory=list)  # the backbone's stages, measured
     # inference, of the model the backbone's last stage deploys
@@ -100,52 +107,37 @@ class CostRecord:
     peak_anon_mb: float | None = None  # where bench.measure can tell (anonymous memory: no file pages)
     peak_gpu_mb: float | None = None
     wall_seconds: float | None = None
-    # environment
-    tf_version: str = ""
-    keras_version: str = ""
-    python_version: str = ""
-    cpu: str = ""
-    gpu: str = ""
-    hostname: str = ""
-    git_commit: str = ""
-    git_dirty: bool | None = None
-    started_at: str = ""
-    command: str = ""
+    # environment: software, machine, code, start time and command line (flat on disk)
+    provenance: Provenance = Provenance()
     schema: int = COST_SCHEMA_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(_finite(dataclasses.asdict(self)), allow_nan=False, default=str)
+        return record_store.to_line(self)
 
 
-COST_FIELDS = tuple(f.name for f in dataclasses.fields(CostRecord))
+COST_FIELDS = record_store.flat_fields(CostRecord)
+STATUSES = ("ok", "failed")
+
+
+def _upgrade(data: dict) -> dict:
+    """A line written before cost records said why a measurement failed gets its ``failure``."""
+    if data.get("status") == "failed" and "failure" not in data:
+        return {**data, "failure": legacy_failure(data.get("error") or "")}
+    return data
+
+
+def _usable(data: dict) -> bool:
+    return data.get("status") in STATUSES and all(isinstance(stage, str) for stage in data.get("stages", []))
+
+
+COSTS = record_store.RecordKind("cost", CostRecord, COST_FILE, COST_SCHEMA_VERSION, upgrade=_upgrade, accepts=_usable)
 
 
 def append_cost_record(out_dir: Path, record: CostRecord) -> None:
-    """One whole line in ``out_dir/cost.jsonl`` (locked, fsynced; see ``records.append_line``)."""
-    append_line(Path(out_dir) / COST_FILE, record.to_json())
+    """One whole line in ``out_dir/cost.jsonl`` (``record_store.append``: locked, fsynced)."""
+    record_store.append(out_dir, COSTS, record)
 
 
-@dataclasses.dataclass(frozen=True)
-class LoadedCostRecords:
-    records: list[CostRecord]
-    bad_lines: int  # torn or malformed lines skipped
-
-
-def read_cost_records(path: Path) -> LoadedCostRecords:
+def read_cost_records(path: Path) -> record_store.Loaded:
     """Every well-formed record of a ``cost.jsonl`` (or of the one in a folder); others counted."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / COST_FILE
-    records, bad = [], 0
-    if not path.exists():
-        return LoadedCostRecords([], 0)
-    with open(path, "rb") as handle:
-        for raw in handle:
-            if not raw.strip():
-                continue
-            try:
-                data = json.loads(raw)
-                records.append(CostRecord(**{k: v for k, v in data.items() if k in COST_FIELDS}))
-            except (ValueError, TypeError):
-                bad += 1
-    return LoadedCostRecords(records, bad)
+    return record_store.read(path, COSTS)

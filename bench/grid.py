@@ -13,11 +13,11 @@ it, never part of it. Nothing here imports Keras.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 from pathlib import Path
 
 from bench.keys import cell_key
+from bench.provenance import Provenance, now
 from bench.records import Record
 from bench.stages import PROFILES, STAGES, Stage, unfreeze_layers
 
@@ -274,5 +274,5 @@ def weights_fingerprint(weights: str) -> str:
 
 def failed_record(cell: Cell, failure: str, error: str, **extra) -> Record:
     """A ``failed`` record of ``cell``; ``failure`` is one of ``records.FAILURES``."""
-    extra.setdefault("started_at", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    extra.setdefault("provenance", Provenance(started_at=now()))
     return Record(**cell.record_fields(), status="failed", failure=failure, error=error, **extra)

@@ -1,5 +1,6 @@
 """Process isolation: each cell (and each ``bench cost`` measurement) runs in a spawned child
-(``run_in_child``); every way it can end becomes a record.
+(``run_in_child``); every way it can end becomes a record (``why_no_result`` names the ways
+that send none).
 
 A cell's TensorFlow state, a segfault, an out-of-memory kill or a hang stays inside its
 child: the parent only sees a record (or the lack of one, which becomes a ``failed``
@@ -212,6 +213,13 @@ def exit_failure(exitcode: int | None, oom_kills_before: int | None, oom_kills_a
     return ("signal" if (exitcode or 0) < 0 else "exception"), reason
 
 
+def why_no_result(end: ChildEnd, timeout_seconds: float | None, what: str) -> tuple[str, str]:
+    """(failure kind, reason) of a child (running a ``what``: a cell, a measurement) that sent no result."""
+    if end.timed_out:
+        return "timeout", f"timeout: no result after {timeout_seconds:.0f} s (--cell-timeout); the {what} was killed"
+    return exit_failure(end.exitcode, end.oom_kills_before, end.oom_kills_after)
+
+
 def describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "no exit code"
@@ -244,9 +252,6 @@ def run_isolated(cell: Cell, out_dir: Path, cache_dir: Path, options: RunOptions
     end = run_in_child(run_cell_safely, (cell, out_dir, cache_dir, options), log_file, f"cell {cell.key}", timeout_seconds, on_progress)
     if end.result is not None:
         return end.result
-    if end.timed_out:
-        failure, reason = "timeout", f"timeout: no result after {timeout_seconds:.0f} s (--cell-timeout); the cell was killed"
-    else:
-        failure, reason = exit_failure(end.exitcode, end.oom_kills_before, end.oom_kills_after)
+    failure, reason = why_no_result(end, timeout_seconds, "cell")
     tail = _tail(log_file)
     return failed_record(cell, failure, reason + (f"\n{tail}" if tail else ""), wall_seconds=end.seconds)

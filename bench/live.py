@@ -124,7 +124,8 @@ class SweepView:
             if cell.key in self.running:
                 return
             self.next_index += 1
-            self.running[cell.key] = _Running(self.next_index, f"{cell.backbone} {cell.stage}", self.clock())
+            # A job that is no cell (a cost measurement) names itself.
+            self.running[cell.key] = _Running(self.next_index, getattr(cell, "label", None) or f"{cell.backbone} {cell.stage}", self.clock())
             index = self.next_index
         self.say(f"[{index}/{self.total}] {cell.key} ...")
 

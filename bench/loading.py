@@ -6,22 +6,27 @@ Kept apart from ``bench.stats`` so that statistics are functions of records and 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pandas as pd
 
-from bench.records import Record, latest_by_key, read_records
+from bench import record_store
+from bench.records import RUNS, Record, latest_by_key
 
 
 def load(sources) -> tuple[list[Record], int]:
-    """Latest record per cell across output folders or ``runs.jsonl`` files, and the bad-line count."""
-    records, bad = [], 0
-    for source in map(Path, sources):
-        loaded = read_records(source)
-        records += loaded.records
-        bad += loaded.bad_lines
-    return list(latest_by_key(records).values()), bad
+    """Latest record per cell across output folders or ``runs.jsonl`` files, and the bad-line count.
+
+    A ``cost.jsonl`` among the sources is not a runs file and is passed over. Skipped lines and
+    records of earlier versions are said on stderr (``record_store.load``).
+
+    Raises:
+        UsageError: a file has lines but no readable record.
+    """
+    from bench.cost_records import COST_FILE
+
+    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name != COST_FILE], RUNS)
+    return list(latest_by_key(loaded.records).values()), loaded.bad_lines
 
 
 def load_cost(sources) -> tuple[pd.DataFrame, int]:
@@ -29,15 +34,13 @@ def load_cost(sources) -> tuple[pd.DataFrame, int]:
     files, as a frame ordered by backbone, size and batch; and the bad-line count.
 
     A ``runs.jsonl`` among the sources is not a cost file and is passed over.
-    """
-    from bench.cost_records import COST_FIELDS, COST_FILE, read_cost_records
 
-    latest, bad = {}, 0
-    for source in map(Path, sources):
-        if not source.is_dir() and source.name != COST_FILE:
-            continue
-        loaded = read_cost_records(source)
-        latest.update({r.key: r for r in loaded.records})
-        bad += loaded.bad_lines
-    frame = pd.DataFrame([dataclasses.asdict(r) for r in latest.values()], columns=list(COST_FIELDS))
-    return frame.sort_values(["backbone", "image_size", "batch_size", "key"]).reset_index(drop=True), bad
+    Raises:
+        UsageError: a file has lines but no readable record.
+    """
+    from bench.cost_records import COST_FIELDS, COST_FILE, COSTS
+
+    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name == COST_FILE], COSTS)
+    latest = latest_by_key(loaded.records)
+    frame = pd.DataFrame([record_store.as_flat_dict(r) for r in latest.values()], columns=list(COST_FIELDS))
+    return frame.sort_values(["backbone", "image_size", "batch_size", "key"]).reset_index(drop=True), loaded.bad_lines

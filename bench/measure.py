@@ -7,7 +7,6 @@ is reported.
 
 from __future__ import annotations
 
-import datetime
 import platform
 import resource
 import socket
@@ -19,6 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+
+from bench.provenance import Provenance, now
 
 
 def compiled_forward(model: keras.Model, jit_compile: bool = False):
@@ -133,26 +134,26 @@ def _git(*args: str) -> str:
         return ""
 
 
-def environment() -> dict:
-    """Software and hardware facts stamped on every record."""
+def environment() -> Provenance:
+    """Software and hardware facts stamped on every record (its command is the caller's to add)."""
     gpus = tf.config.list_physical_devices("GPU")
     gpu = ""
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         gpu = details.get("device_name", gpus[0].name)
     commit = _git("rev-parse", "HEAD")
-    return {
-        "tf_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "python_version": platform.python_version(),
-        "cpu": f"{_cpu_model()} ({__import__('os').cpu_count()} cores)",
-        "gpu": gpu,
-        "hostname": socket.gethostname(),
-        "git_commit": commit,
+    return Provenance(
+        tf_version=tf.__version__,
+        keras_version=keras.__version__,
+        python_version=platform.python_version(),
+        cpu=f"{_cpu_model()} ({__import__('os').cpu_count()} cores)",
+        gpu=gpu,
+        hostname=socket.gethostname(),
+        git_commit=commit,
         # Code only: a run appending to committed records (results/) must not count as dirty.
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", *CODE_FILES)) if commit else None,
-        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+        git_dirty=bool(_git("status", "--porcelain", "--untracked-files=no", "--", *CODE_FILES)) if commit else None,
+        started_at=now(),
+    )
 
 
 class ThroughputMeter(keras.callbacks.Callback):

@@ -1,24 +1,19 @@
-"""Run records: one flat JSON line per cell in ``runs.jsonl``, appended crash-safely.
+"""Run records: one flat JSON line per cell in ``runs.jsonl``, kept by ``bench.record_store``.
 
-Appends are whole lines written under an exclusive ``flock`` and fsynced; a write that
-fails part-way is cut back at the file-descriptor level, so two ``bench run`` processes can
-share a folder and a kill or a full disk at any moment leaves every earlier line intact.
-Readers skip (and count) a line that is torn, is not a JSON object, or does not fit the
-schema (a wrong type, or an ``ok`` record missing a measured number).
+This module says what a run record is (``Record``), how a line written by an earlier
+version maps onto today's fields, and which lines are no usable record (an unknown status,
+an ``ok`` record missing a measured number); appending and reading are the store's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import json
 import math
-import os
 from pathlib import Path
 
-from bench.errors import UsageError
+from bench import record_store
 from bench.keys import cell_key
+from bench.provenance import Provenance
 
 RUNS_FILE = "runs.jsonl"
 # 2: the key is a function of the identity alone (no folder name) and the identity has no
@@ -87,39 +82,24 @@ class Record:
     flops_per_image: float | None = None
     # training curves: one dict per epoch (loss, accuracy, val_loss, val_accuracy)
     history: list = dataclasses.field(default_factory=list)
-    # environment
-    tf_version: str = ""
-    keras_version: str = ""
-    python_version: str = ""
-    cpu: str = ""
-    gpu: str = ""
-    hostname: str = ""
-    git_commit: str = ""
-    git_dirty: bool | None = None
-    started_at: str = ""
-    command: str = ""  # the `bench run` command line that produced the record
+    # environment: software, machine, code, start time and command line (flat on disk)
+    provenance: Provenance = Provenance()
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
-        # JSON has no NaN: a diverged loss is written as null, so every line stays parseable.
-        return json.dumps(_finite(dataclasses.asdict(self)), allow_nan=False, default=str)
+        return record_store.to_line(self)
 
 
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
+RECORD_FIELDS = record_store.flat_fields(Record)
 # Why a cell failed: the sweep retries only "oom", at half the batch size.
 FAILURES = ("oom", "timeout", "signal", "diverged", "exception")
 # How records written before the ``failure`` field said it: a prefix of ``error``.
 _LEGACY_FAILURE_PREFIXES = (("out of memory", "oom"), ("timeout", "timeout"), ("killed by signal", "signal"), ("diverged", "diverged"))
+
+
+def legacy_failure(error: str) -> str:
+    """The ``failure`` kind of a failed record written before records said it, from its ``error``."""
+    return next((kind for prefix, kind in _LEGACY_FAILURE_PREFIXES if error.startswith(prefix)), "exception")
 
 
 def _upgrade(data: dict) -> dict:
@@ -128,7 +108,7 @@ def _upgrade(data: dict) -> dict:
     if "failure" not in data:
         error = data.get("error") or ""
         if data.get("status") == "failed":
-            data["failure"] = next((kind for prefix, kind in _LEGACY_FAILURE_PREFIXES if error.startswith(prefix)), "exception")
+            data["failure"] = legacy_failure(error)
         elif error.startswith("inline: "):
             data["notes"], data["error"] = error.removeprefix("inline: "), ""
     if not data.get("identity"):
@@ -172,51 +152,6 @@ def _legacy_identity(data: dict) -> dict:
     }
 
 
-def append_record(out_dir: Path, record: Record) -> None:
-    """Append one record to ``out_dir/runs.jsonl``; see ``append_line``."""
-    append_line(Path(out_dir) / RUNS_FILE, record.to_json())
-
-
-def append_line(path: Path, text: str) -> None:
-    """Append ``text`` as one whole line, under a lock, fsynced.
-
-    The line goes out through unbuffered ``os.write`` calls, so a short write (a full disk,
-    a file-size limit) is seen where it happens, and the file is cut back to its old length
-    with ``os.ftruncate``: a buffered file would try to flush the fragment again first.
-
-    Raises:
-        OSError: the folder is not writable or the disk is full; the file keeps every
-            earlier line and nothing of this one.
-    """
-    line = (text + "\n").encode()
-    handle = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        start = os.fstat(handle).st_size
-        try:
-            # A torn last line (a writer killed mid-write) must not swallow this record.
-            if start and os.pread(handle, 1, start - 1) != b"\n":
-                line = b"\n" + line
-            view = memoryview(line)
-            while view:
-                view = view[os.write(handle, view) :]
-            os.fsync(handle)
-        except OSError:
-            # Never leave half a line behind for the next append to glue onto.
-            with contextlib.suppress(OSError):
-                os.ftruncate(handle, start)
-                os.fsync(handle)
-            raise
-    finally:
-        os.close(handle)  # closing releases the lock
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedRecords:
-    records: list[Record]
-    bad_lines: int  # torn or malformed lines skipped
-
-
 # An ok record without these numbers cannot be summarised: readers skip it as malformed.
 # (Training throughput may be missing: a run of fewer steps than the meter's warm-up has none.)
 OK_REQUIRED_NUMBERS = (
@@ -224,63 +159,23 @@ OK_REQUIRED_NUMBERS = (
     "infer_batch_size", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "total_params", "trainable_params",
 )  # fmt: skip
 STATUSES = ("ok", "failed")
-_JSON_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,), "None": (type(None),)}
-# Each field's accepted JSON types, from its annotation ("float | None" -> int, float, None).
-_FIELD_TYPES = {f.name: tuple(t for part in str(f.type).split("|") for t in _JSON_TYPES[part.strip()]) for f in dataclasses.fields(Record)}
 
 
-def parse_record(data) -> Record | None:
-    """The record a parsed JSON line holds, or None when it is not one readers can use.
-
-    A line may be valid JSON and still no record: not an object, a field of the wrong type,
-    an unknown status, or an ``ok`` record missing a number every summary needs.
-    """
-    if not isinstance(data, dict):
-        return None
-    known = {k: v for k, v in data.items() if k in RECORD_FIELDS}
-    if any(not isinstance(value, _FIELD_TYPES[name]) for name, value in known.items()):
-        return None
-    try:
-        known = _upgrade(known)
-    except KeyError:  # an identity without a field its key is made of
-        return None
-    if known.get("status") not in STATUSES or not all(isinstance(epoch, dict) for epoch in known.get("history", [])):
-        return None
-    if known["status"] == "ok" and not all(isinstance(known.get(name), (int, float)) and math.isfinite(known[name]) for name in OK_REQUIRED_NUMBERS):
-        return None
-    try:
-        return Record(**known)
-    except TypeError:  # a field without a default is missing
-        return None
+def _usable(data: dict) -> bool:
+    if data.get("status") not in STATUSES or not all(isinstance(epoch, dict) for epoch in data.get("history", [])):
+        return False
+    return data["status"] != "ok" or all(isinstance(data.get(name), (int, float)) and math.isfinite(data[name]) for name in OK_REQUIRED_NUMBERS)
 
 
-def read_records(path: Path) -> LoadedRecords:
+RUNS = record_store.RecordKind("run", Record, RUNS_FILE, SCHEMA_VERSION, upgrade=_upgrade, accepts=_usable)
+latest_by_key = record_store.latest_by_key  # a re-export: callers predate the store
+
+
+def append_record(out_dir: Path, record: Record) -> None:
+    """Append one record to ``out_dir/runs.jsonl`` (``record_store.append``)."""
+    record_store.append(out_dir, RUNS, record)
+
+
+def read_records(path: Path) -> record_store.Loaded:
     """Every well-formed record of a ``runs.jsonl`` file (or a folder holding one); the rest are counted."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RUNS_FILE
-    records, bad = [], 0
-    if not path.exists():
-        return LoadedRecords([], 0)
-    try:
-        handle = open(path, "rb")
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror}; fix its permissions or move it aside") from None
-    with handle:
-        for raw in handle:
-            if not raw.strip():
-                continue
-            try:
-                record = parse_record(json.loads(raw))
-            except ValueError:  # torn or not JSON (UnicodeDecodeError is a ValueError too)
-                record = None
-            if record is None:
-                bad += 1
-            else:
-                records.append(record)
-    return LoadedRecords(records, bad)
-
-
-def latest_by_key(records: list[Record]) -> dict[str, Record]:
-    """The last record of every cell: a re-run supersedes earlier attempts."""
-    return {r.key: r for r in records}
+    return record_store.read(path, RUNS)

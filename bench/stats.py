@@ -3,12 +3,12 @@ a 95 % t-interval), ties with the best, the grid's wall time and compute time pe
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import pandas as pd
 
+from bench import record_store
 from bench.grid import group_identity
 from bench.keys import identity_digest
 from bench.records import RECORD_FIELDS, Record
@@ -30,7 +30,7 @@ def t_quantile_975(dof: int) -> float:
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
     """One row per record; ``group`` names its configuration (its identity without the seed)."""
-    frame = pd.DataFrame([dataclasses.asdict(r) for r in records], columns=list(RECORD_FIELDS))
+    frame = pd.DataFrame([record_store.as_flat_dict(r) for r in records], columns=list(RECORD_FIELDS))
     frame["weights"] = frame["weights"].map(weights_label)
     frame["group"] = [identity_digest(group_identity(r.identity)) for r in records]
     frame["batch_size_used"] = frame["batch_size"]

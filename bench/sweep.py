@@ -10,7 +10,9 @@ from pathlib import Path
 from bench.executors import make_executor
 from bench.grid import Cell, RunOptions
 from bench.live import SweepView, format_seconds
-from bench.records import Record, append_record, latest_by_key, read_records
+from bench.provenance import stamped
+from bench.record_store import done_keys
+from bench.records import RUNS, Record, append_record
 
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
@@ -50,7 +52,7 @@ def run_sweep(
     """
     log = log or sys.stderr
     out_dir = Path(out_dir)
-    done = {k for k, r in latest_by_key(read_records(out_dir).records).items() if r.status == "ok"} if resume else set()
+    done = done_keys(out_dir, RUNS, log) if resume else set()
     todo = [c for c in cells if c.key not in done]
     skipped = len(cells) - len(todo)
     if skipped:
@@ -66,7 +68,7 @@ def run_sweep(
                 smaller = cell.recipe().batch_size // 2
                 view.say(f"    out of memory: retrying once at batch size {smaller}")
                 record = runner.run(cell, dataclasses.replace(options, retry_batch_size=smaller), view.update)
-            record = dataclasses.replace(record, command=command)
+            record = stamped(record, command=command)
             try:
                 append_record(out_dir, record)
             except OSError as error:

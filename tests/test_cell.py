@@ -53,7 +53,7 @@ def test_record_schema(transfer_runs):
         assert data[name] is not None and data[name] > 0, name
     assert 0 <= cached.test_accuracy <= 1 and cached.latency_p95_ms >= cached.latency_p50_ms
     assert cached.trainable_params < cached.total_params
-    assert cached.tf_version and cached.keras_version and cached.cpu and cached.started_at
+    assert cached.provenance.tf_version and cached.provenance.keras_version and cached.provenance.cpu and cached.provenance.started_at
     assert len(cached.history) == 2 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(cached.history[0])
 
 

@@ -226,7 +226,7 @@ def test_end_to_end_run_on_synthetic(tmp_path):
     records = read_records(out).records
     assert sorted((r.backbone, r.stage, r.status) for r in records) == [
         ("mobilenet_v2", "finetune", "ok"), ("mobilenet_v2", "transfer", "ok"), ("small_cnn", "baseline", "ok")]
-    assert all(r.command.startswith("python -m bench run --backbone small_cnn mobilenet_v2 --data synthetic") for r in records)
+    assert all(r.provenance.command.startswith("python -m bench run --backbone small_cnn mobilenet_v2 --data synthetic") for r in records)
     for name in ("README.md", "summary.csv", "accuracy_by_stage.png", "accuracy_vs_throughput.png", "training_curves.png"):
         assert (out / name).stat().st_size > 0
     assert "Command(s): `python -m bench run --backbone small_cnn" in (out / "README.md").read_text()
@@ -276,6 +276,7 @@ def test_bad_shard_rejected(capsys):
 def test_compare_flags_only_real_regressions(tmp_path, capsys):
     import dataclasses
 
+    from bench.provenance import stamped
     from bench.records import append_record
 
     old, new = tmp_path / "old", tmp_path / "new"
@@ -283,7 +284,7 @@ def test_compare_flags_only_real_regressions(tmp_path, capsys):
     for record in read_records(__import__("pathlib").Path(__file__).parent / "fixtures" / RUNS_FILE).records:
         append_record(old, record)
         slower = record.backbone == "small_cnn"
-        append_record(new, dataclasses.replace(record, infer_images_per_second=record.infer_images_per_second * (0.5 if slower else 0.99), tf_version="9.9"))
+        append_record(new, dataclasses.replace(stamped(record, tf_version="9.9"), infer_images_per_second=record.infer_images_per_second * (0.5 if slower else 0.99)))
     assert main(["compare", str(old), str(new)]) == 0
     out = capsys.readouterr().out
     assert "different machines or software" in out and "tf_version: 2.21.0 -> 9.9" in out

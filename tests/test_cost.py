@@ -12,6 +12,7 @@ from PIL import Image
 from bench import publish
 from bench.cli import main
 from bench.cost_records import COST_FILE, CostConfig, CostRecord, append_cost_record, read_cost_records
+from bench.provenance import Provenance
 from bench.records import RUNS_FILE
 from conftest import run_cli
 
@@ -32,8 +33,8 @@ def test_tiny_cost_run_writes_records_table_and_plot(tmp_path):
         for field in POSITIVE:
             assert getattr(record, field) > 0, field
         assert record.latency_p95_ms >= record.latency_p50_ms
-        assert record.cpu and record.tf_version and record.keras_version and record.started_at
-        assert record.command.startswith("python -m bench cost --backbone small_cnn")
+        assert record.provenance.cpu and record.provenance.tf_version and record.provenance.keras_version and record.provenance.started_at
+        assert record.provenance.command.startswith("python -m bench cost --backbone small_cnn")
     # Each stage's trainable part, and only the backbone's own stages.
     small, mobile = records["small_cnn"], records["mobilenet_v2"]
     assert small.baseline_train_images_per_second > 0 and small.baseline_trainable_params == small.total_params - 1344  # BatchNorm statistics do not train
@@ -148,7 +149,8 @@ def _record(backbone="mobilenet_v2", size=128, **fields):
         status="ok", dtype_policy="float32", stages=["transfer", "finetune"], infer_images_per_second=300.0, infer_spread=0.04,
         latency_p50_ms=17.0, latency_p95_ms=19.0, flops_per_image=2.0e8, total_params=2_900_000, transfer_train_images_per_second=9000.0,
         finetune_train_images_per_second=600.0, transfer_trainable_params=660_000, finetune_trainable_params=2_300_000, peak_rss_mb=1300.0,
-        wall_seconds=12.0, cpu="AMD EPYC (2 cores)", tf_version="2.21.0", keras_version="3.15.1", python_version="3.11.7", started_at="2026-01-01T00:00:00+00:00",
+        wall_seconds=12.0,
+        provenance=Provenance(cpu="AMD EPYC (2 cores)", tf_version="2.21.0", keras_version="3.15.1", python_version="3.11.7", started_at="2026-01-01T00:00:00+00:00"),
     )
     values.update(fields)
     return CostRecord(**config.identity(), **values)
@@ -219,7 +221,7 @@ def test_disk_full_stops_with_one_line_and_keeps_earlier_records(fails, tmp_path
     append_cost_record(out, _record("resnet50", 64))
     before = (out / COST_FILE).read_bytes()
     # No child process: this checks what the parent does with what it gets.
-    monkeypatch.setattr(cost, "measure_isolated", lambda config, out_dir, command="": _record(config.backbone, config.image_size))
+    monkeypatch.setattr(cost, "measure_isolated", lambda config, out_dir, *rest: _record(config.backbone, config.image_size))
     full = OSError(errno.ENOSPC, "No space left on device")
     if fails == "append":
         monkeypatch.setattr(cost, "append_cost_record", lambda *a: (_ for _ in ()).throw(full))

@@ -236,7 +236,7 @@ def test_readme_block_is_spliced_between_markers_only(tmp_path):
 def test_grid_wall_time_spans_first_start_to_last_end():
     records = _fixture_records()[:2]
     frame = records_frame(records)
-    first, second = (pd.Timestamp(r.started_at) for r in records)
+    first, second = (pd.Timestamp(r.provenance.started_at) for r in records)
     expected = (max(first + pd.Timedelta(seconds=records[0].wall_seconds), second + pd.Timedelta(seconds=records[1].wall_seconds)) - min(first, second)).total_seconds() / 60
     assert grid_wall_minutes(frame) == pytest.approx(expected)
     assert grid_wall_minutes(frame) > records[1].wall_seconds / 60

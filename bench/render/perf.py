@@ -9,7 +9,7 @@ from bench.stats import weights_label
 
 
 def _machine_line(first) -> str:
-    return f"Machine: {first.cpu}; GPU: {first.gpu or 'none'}; TensorFlow {first.tf_version}, Keras {first.keras_version}; {first.started_at}."
+    return f"Machine: {first.provenance.cpu}; GPU: {first.provenance.gpu or 'none'}; TensorFlow {first.provenance.tf_version}, Keras {first.provenance.keras_version}; {first.provenance.started_at}."
 
 
 def render_perf(comparisons) -> str:
