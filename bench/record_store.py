@@ -154,14 +154,20 @@ def parse(data, kind: RecordKind):
         return None, False
     schema = _schema(kind.record_type)
     names = set(flat_fields(kind.record_type))
-    known = {k: v for k, v in data.items() if k in names}
     types_by_name = {f.name: f.types for field in schema for f in (field.part_fields if field.part else (field,))}
-    if any(not isinstance(value, types_by_name[name]) for name, value in known.items()):
+
+    def typed(fields: dict) -> bool:
+        return all(isinstance(value, types_by_name[name]) for name, value in fields.items())
+
+    known = {k: v for k, v in data.items() if k in names}
+    # Checked before upgrading too: an upgrade may read any known field and trusts its type.
+    if not typed(known):
         return None, False
     if isinstance(known.get("schema"), int) and known["schema"] > kind.schema_version:
         return None, False  # a newer version's line: its fields may mean something else
-    upgraded = kind.upgrade(known)
-    if not kind.accepts(upgraded):
+    # The whole line goes to the upgrade: a field an earlier version named otherwise is among the unknown keys.
+    upgraded = {k: v for k, v in kind.upgrade(dict(data)).items() if k in names}
+    if not typed(upgraded) or not kind.accepts(upgraded):
         return None, False
     arguments = {}
     for field in schema:
