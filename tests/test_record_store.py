@@ -123,6 +123,7 @@ def test_a_hanging_cost_measurement_ends_as_a_timeout_record(tmp_path, fault_bac
     assert "fault_hangs" in (out / "cost.md").read_text() and "1 of 1 measurements failed" in done.stderr
 
 
+@pytest.mark.slow  # one real measurement (minutes on 2 busy cores); the fast resume test above covers the logic
 def test_cost_resume_run_twice_measures_nothing_the_second_time(tmp_path):
     out = tmp_path / "out"
     first = run_cli("cost", "--backbone", "small_cnn", "--data", "synthetic", "--out", out, "--resume")
