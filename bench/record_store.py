@@ -166,7 +166,10 @@ def parse(data, kind: RecordKind):
     if isinstance(known.get("schema"), int) and known["schema"] > kind.schema_version:
         return None, False  # a newer version's line: its fields may mean something else
     # The whole line goes to the upgrade: a field an earlier version named otherwise is among the unknown keys.
-    upgraded = {k: v for k, v in kind.upgrade(dict(data)).items() if k in names}
+    try:
+        upgraded = {k: v for k, v in kind.upgrade(dict(data)).items() if k in names}
+    except (KeyError, TypeError, ValueError):  # a line the upgrade cannot map (an identity missing a key field)
+        return None, False
     if not typed(upgraded) or not kind.accepts(upgraded):
         return None, False
     arguments = {}
