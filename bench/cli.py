@@ -7,6 +7,7 @@ problem and the fix, the exit code is 2, and nothing is written.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import re
@@ -546,10 +547,9 @@ def cmd_run(args, argv=None) -> int:
         raise UsageError("every cell was skipped: " + "; ".join(skips))
     _check_out_dir(args.out, create=False)
     if args.executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UsageError("--executor ray needs Ray: pip install ray (or pip install -e '.[ray]')") from None
+        # Found, not imported: Ray reads its node-address setting when first imported (bench.ray_executor).
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--executor ray needs Ray: pip install ray (or pip install -e '.[ray]')")
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     with quiet.scratch_file() as tf_log:
         # TensorFlow's own lines (the CIFAR-10 download, the weights check) go to OUT/logs/,

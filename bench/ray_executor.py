@@ -11,6 +11,7 @@ cache folders must be on storage every node sees.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.grid import Cell, RunOptions, failed_record
@@ -20,6 +21,31 @@ from bench.records import Record
 
 # How often the driver looks at the progress queue while no task finishes.
 PROGRESS_POLL_SECONDS = 0.5
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Ray's switch for clusters that span machines. On (Linux's default), Ray takes this node's
+# address to be the one it would use to reach the outside and rewrites a loopback address to
+# it (ray.init: canonicalize_bootstrap_address -> resolve_ip_for_localhost), so a driver
+# given 127.0.0.1:PORT dials <routable address>:PORT. Off, the node's address is 127.0.0.1
+# and a head started with it listens on loopback only. Ray reads it once, when imported.
+SINGLE_MACHINE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (``HOST:PORT``, or ``None`` for a local instance) stays on this machine's loopback."""
+    if address is None:
+        return True
+    host = address.rsplit(":", 1)[0]  # Ray's addresses are HOST:PORT ([::1]:PORT for IPv6)
+    return host.strip("[]") in LOOPBACK_HOSTS
+
+
+def keep_ray_on_loopback(address: str | None) -> None:
+    """Before Ray is imported: for a loopback address (or none), make Ray's node address 127.0.0.1.
+
+    The head must have been started the same way (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ray
+    start --head --node-ip-address=127.0.0.1``), so that both sides agree on the node's address.
+    """
+    if is_loopback(address):
+        os.environ.update(SINGLE_MACHINE_ENV)
 
 
 def _run_task(cell: Cell, out_dir: Path, cache_dir: Path, options: RunOptions, progress_queue, *dependencies) -> Record:
@@ -34,12 +60,13 @@ def _run_task(cell: Cell, out_dir: Path, cache_dir: Path, options: RunOptions, p
 
 class RayExecutor:
     def __init__(self, out_dir: Path, cache_dir: Path, address: str | None = None):
+        keep_ray_on_loopback(address)
         import ray
 
         if not ray.is_initialized():
             # No address: a local instance for this run, stopped with the driver. It and a
             # cluster on this machine's loopback are reached on 127.0.0.1, never another address.
-            loopback = address is None or address.split(":")[0] in ("127.0.0.1", "localhost")
+            loopback = is_loopback(address)
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **({"_node_ip_address": "127.0.0.1"} if loopback else {}))
         self.ray = ray
         self.out_dir, self.cache_dir = Path(out_dir).resolve(), Path(cache_dir).resolve()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.ray_executor import SINGLE_MACHINE_ENV, is_loopback
 from bench.records import read_records
 from conftest import ROOT, run_cli
 
@@ -27,7 +28,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # Started as README says for a head on loopback: Ray's node address is then 127.0.0.1 and
+    # its servers listen there only.
+    env = {**os.environ, **SINGLE_MACHINE_ENV, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = [RAY_CLI, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
              f"--temp-dir={tmp_path_factory.mktemp('ray')}"]
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
@@ -55,3 +58,35 @@ def test_ray_executor_records_equal_local(tmp_path, ray_head):
         assert abs(record.test_accuracy - local_records[key].test_accuracy) <= ACCURACY_TOLERANCE
         assert abs(record.val_accuracy - local_records[key].val_accuracy) <= ACCURACY_TOLERANCE
     assert (tmp_path / "ray" / "README.md").exists()
+
+
+@pytest.mark.parametrize("address, loopback", [("127.0.0.1:6379", True), ("localhost:6379", True), ("[::1]:6379", True), (None, True), ("10.0.0.5:6379", False), ("head.example:6379", False)])
+def test_loopback_addresses_are_recognised(address, loopback):
+    assert is_loopback(address) is loopback
+
+
+# A fresh interpreter, as the bench driver is: Ray reads its node-address setting on import.
+# The machine is given a routable interface by replacing what Ray asks for this node's
+# outward address, so the check holds on machines that have no default route too.
+_RESOLVE = """
+import sys
+from bench.ray_executor import keep_ray_on_loopback
+if sys.argv[1] == "loopback":
+    keep_ray_on_loopback("127.0.0.1:6379")
+import ray._private.services as services
+services.node_ip_address_from_perspective = lambda address=None: "192.0.2.77"
+print(services.canonicalize_bootstrap_address("127.0.0.1:6379"))
+"""
+
+
+def _resolved(mode: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key not in SINGLE_MACHINE_ENV}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-c", _RESOLVE, mode], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_loopback_address_is_dialled_as_given_on_a_machine_with_a_routable_interface():
+    assert _resolved("default") == "192.0.2.77:6379"  # Ray's own rewrite, which the driver must avoid
+    assert _resolved("loopback") == "127.0.0.1:6379"
