@@ -23,7 +23,7 @@ from bench.cost_records import COSTS, CostConfig, CostRecord, append_cost_record
 from bench.isolation import LOGS_DIR, classify, failure_text, run_in_child, why_no_result
 from bench.live import SweepView
 from bench.provenance import Provenance, now
-from bench.record_store import done_keys
+from bench.record_store import still_to_do
 
 # Modest repeats: `bench cost --all` at default sizes must finish in 3 minutes on 2 cores.
 INFER_BATCHES = 2  # batches per timed inference repeat
@@ -176,11 +176,8 @@ def run_costs(
     """
     log = log or sys.stderr
     out_dir = Path(out_dir)
-    done = done_keys(out_dir, COSTS, log) if resume else set()
-    todo = [c for c in configs if c.key not in done]
+    todo = still_to_do(configs, out_dir, COSTS, resume, log, "measurements")
     skipped = len(configs) - len(todo)
-    if skipped:
-        print(f"resume: {skipped} of {len(configs)} measurements already have an ok record; measuring {len(todo)}", file=log, flush=True)
     records: list[CostRecord] = []
     if not todo:
         return CostRun(records, skipped)

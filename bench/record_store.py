@@ -305,3 +305,16 @@ def latest_by_key(records: list) -> dict:
 def done_keys(folder: Path, kind: RecordKind, log=None) -> set[str]:
     """Keys whose latest record in ``folder`` is ``ok``: what ``--resume`` skips."""
     return {key for key, record in latest_by_key(load([folder], kind, log).records).items() if record.status == "ok"}
+
+
+def still_to_do(jobs: list, folder: Path, kind: RecordKind, resume: bool, log, noun: str) -> list:
+    """The jobs (anything with a ``key``) that ``--resume`` does not skip, saying how many it skips.
+
+    Args:
+        noun: what the jobs are called in that line ("cells", "measurements").
+    """
+    done = done_keys(folder, kind, log) if resume else set()
+    todo = [job for job in jobs if job.key not in done]
+    if len(todo) < len(jobs):
+        print(f"resume: {len(jobs) - len(todo)} of {len(jobs)} {noun} already have an ok record; running {len(todo)}", file=log, flush=True)
+    return todo

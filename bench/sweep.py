@@ -11,7 +11,7 @@ from bench.executors import make_executor
 from bench.grid import Cell, RunOptions
 from bench.live import SweepView, format_seconds
 from bench.provenance import stamped
-from bench.record_store import done_keys
+from bench.record_store import still_to_do
 from bench.records import RUNS, Record, append_record
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +52,8 @@ def run_sweep(
     """
     log = log or sys.stderr
     out_dir = Path(out_dir)
-    done = done_keys(out_dir, RUNS, log) if resume else set()
-    todo = [c for c in cells if c.key not in done]
+    todo = still_to_do(cells, out_dir, RUNS, resume, log, "cells")
     skipped = len(cells) - len(todo)
-    if skipped:
-        print(f"resume: {skipped} of {len(cells)} cells already have an ok record; running {len(todo)}", file=log, flush=True)
     records: list[Record] = []
     if not todo:
         return SweepResult(records, skipped)

@@ -95,7 +95,7 @@ def test_cost_resume_skips_ok_records_and_measures_failed_ones_again(tmp_path, m
     append_cost_record(out, dataclasses.replace(_ok_cost(larger), status="failed", failure="timeout", error="timeout: no result after 5 s"))
     asked = _measured_configs(monkeypatch)
     assert main(["cost", "--backbone", "small_cnn", "--batch-size", "64", "128", "--out", str(out), "--resume"]) == 0
-    assert asked == [larger.key] and "resume: 1 of 2 measurements already have an ok record; measuring 1" in capsys.readouterr().err
+    assert asked == [larger.key] and "resume: 1 of 2 measurements already have an ok record; running 1" in capsys.readouterr().err
     asked.clear()
     before = (out / COST_FILE).read_bytes()
     assert main(["cost", "--backbone", "small_cnn", "--batch-size", "64", "128", "--out", str(out), "--resume"]) == 0
