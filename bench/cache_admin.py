@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from bench import cache_entries
-from bench.cache_entries import MANIFEST_DIR, MARKER_NAME
+from bench import cache_entries, cache_manifest
+from bench.cache_manifest import MANIFEST_DIR, MARKER_NAME
 
 SECONDS_PER_DAY = 86400.0
 
@@ -61,9 +61,9 @@ def _record_time(record: dict, fallback: float) -> float:
 def list_cache(folder: Path) -> CacheListing:
     """Every entry the manifest of ``folder`` lists (none where the folder is not a marked cache)."""
     folder = Path(folder)
-    if not cache_entries.has_marker(folder):
+    if not cache_manifest.has_marker(folder):
         return CacheListing(folder, (), marked=False, exists=folder.exists())
-    found, unreadable = cache_entries.manifest_entries(folder)
+    found, unreadable = cache_manifest.manifest_entries(folder)
     entries = []
     for kind, path, record in found:
         try:
@@ -92,7 +92,7 @@ def remove(listing: CacheListing, entries: list[CacheEntry]) -> int:
         raise ValueError(f"{listing.folder} has no {MARKER_NAME}: not a bench cache")
     freed = 0
     for entry in entries:
-        cache_entries.remove_entry(entry.path, listing.folder)
+        cache_manifest.remove_entry(entry.path, listing.folder)
         freed += entry.size_bytes
     return freed
 
@@ -118,14 +118,14 @@ def adopt(folder: Path) -> tuple[list[Path], list[Path]]:
     kinds = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p.name != MANIFEST_DIR) if folder.is_dir() else []
     for kind in kinds:
         for path in sorted(kind.glob("*.npy")):
-            checksum_file = cache_entries.legacy_checksum_path(path)
-            if not checksum_file.is_file() or cache_entries.read_record(path, folder) is not None:
+            checksum_file = cache_manifest.legacy_checksum_path(path)
+            if not checksum_file.is_file() or cache_manifest.read_record(path, folder) is not None:
                 continue
             if not path.is_file() or path.is_symlink() or cache_entries.file_sha256(path) != checksum_file.read_text().strip():
                 left.append(path)
                 continue
             # Through open_entry's own adoption (marker, record, under the writers' lock).
-            if cache_entries.open_entry(path) is not None and cache_entries.read_record(path, folder) is not None:
+            if cache_entries.open_entry(path) is not None and cache_manifest.read_record(path, folder) is not None:
                 adopted.append(path)
             else:
                 left.append(path)

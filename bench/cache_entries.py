@@ -32,9 +32,7 @@ adopted into the manifest when opened. Temporaries of dead processes are removed
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -42,21 +40,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from bench import files
+from bench.cache_manifest import (MARKER_NAME, cache_root, legacy_checksum_path, legacy_verified_path, manifest_lock, read_record, record_path,
+                                  write_marker, write_record)
 from bench.errors import UsageError
 
-MARKER_NAME = "bench-cache.json"
-MANIFEST_DIR = "manifest"
-RECORD_SUFFIX = ".json"
-MANIFEST_LOCK = ".lock"
-# Written before the manifest existed, beside each entry: its sha256, and a "size mtime_ns sha256"
-# stamp of its last verification. Read only to adopt such an entry; removed once it is adopted.
-LEGACY_CHECKSUM_SUFFIX = ".sha256"
-LEGACY_VERIFIED_SUFFIX = ".verified"
 DAMAGED_DIR = "damaged"
 TEMPORARY_SUFFIX = ".tmp.npy"
 # A temporary this old is stale even if its writer cannot be checked (another host, an old name).
@@ -66,102 +58,6 @@ _HOST = socket.gethostname().replace("/", "_")
 _TEMPORARY = re.compile(r"^(?P<stem>.+?)\.(?P<pid>\d+)(?:@(?P<host>.+))?\.tmp\.npy$")
 # Checksums and markers being written by code before ``files.write_text`` wrote them: ``X.<pid>.tmp``.
 _LEGACY_SIDECAR_TEMPORARY = re.compile(r"^(?P<stem>.+)\.(?P<pid>\d+)\.tmp$")
-
-
-def cache_root(entry: Path) -> Path:
-    """The cache folder an entry belongs to: entries live in ``root/<kind>/``."""
-    return Path(entry).parent.parent
-
-
-def record_path(entry: Path, root: Path | None = None) -> Path:
-    """Where ``entry``'s manifest record lives: ``root/manifest/<kind>/<name>.json``."""
-    entry = Path(entry)
-    root = cache_root(entry) if root is None else Path(root)
-    return root / MANIFEST_DIR / entry.parent.relative_to(root) / (entry.name + RECORD_SUFFIX)
-
-
-def legacy_checksum_path(entry: Path) -> Path:
-    return entry.with_name(entry.name + LEGACY_CHECKSUM_SUFFIX)
-
-
-def legacy_verified_path(entry: Path) -> Path:
-    return entry.with_name(entry.name + LEGACY_VERIFIED_SUFFIX)
-
-
-def manifest_lock(root: Path):
-    """The lock that pairs each manifest record with its entry (see the module's docstring)."""
-    return files.exclusive_lock(Path(root) / MANIFEST_DIR / MANIFEST_LOCK)
-
-
-def has_marker(root: Path) -> bool:
-    return (Path(root) / MARKER_NAME).is_file()
-
-
-def write_marker(root: Path) -> None:
-    """Mark ``root`` as a bench cache (once; concurrent writers write the same text atomically)."""
-    if not has_marker(root):
-        Path(root).mkdir(parents=True, exist_ok=True)
-        text = {"bench cache": 1, "about": f"written by bench; the entries it wrote are listed in {MANIFEST_DIR}/, and bench cache --clear removes only those"}
-        files.write_text(Path(root) / MARKER_NAME, json.dumps(text) + "\n")
-
-
-def _write_record(entry: Path, root: Path, sha256: str | None, size: int, **extra) -> None:
-    record = {"kind": entry.parent.relative_to(root).as_posix(), "name": entry.name, "sha256": sha256, "bytes": size,
-              "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra}
-    path = record_path(entry, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    files.write_text(path, json.dumps(record) + "\n")
-
-
-def read_record(entry: Path, root: Path | None = None) -> dict | None:
-    """``entry``'s manifest record, or ``None`` where it has none (or an unreadable one)."""
-    try:
-        record = json.loads(record_path(entry, root).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
-
-
-def manifest_entries(root: Path) -> tuple[list[tuple[str, Path, dict]], list[Path]]:
-    """((kind, entry path, record) for every readable manifest record, unreadable record files).
-
-    An entry's path comes from where its record lies, never from the record's text, and must
-    agree with the kind and name written in it: a damaged or hand-edited record cannot point
-    ``--clear`` at a file outside the cache.
-    """
-    root = Path(root)
-    manifest = root / MANIFEST_DIR
-    found, unreadable = [], []
-    for folder, subfolders, names in os.walk(manifest):  # symbolic links to folders are not followed
-        subfolders.sort()
-        for name in sorted(names):
-            path = Path(folder) / name
-            if not name.endswith(RECORD_SUFFIX) or name.startswith(files.TEMPORARY_PREFIX):
-                continue
-            kind = path.parent.relative_to(manifest).as_posix()
-            entry = root / kind / name[: -len(RECORD_SUFFIX)]
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                unreadable.append(path)
-                continue
-            if not isinstance(record, dict) or record.get("kind") != kind or record.get("name") != entry.name or kind in (".", ""):
-                unreadable.append(path)
-                continue
-            found.append((kind, entry, record))
-    return found, unreadable
-
-
-def remove_entry(entry: Path, root: Path) -> None:
-    """Delete a manifest entry: the file, then its record (a crash between leaves a record
-    without a file, which the next ``--clear`` removes; never a file the manifest forgot)."""
-    with manifest_lock(root):
-        if entry.is_dir() and not entry.is_symlink():
-            raise IsADirectoryError(21, "a folder where the manifest lists a file; remove it by hand", str(entry))
-        entry.unlink(missing_ok=True)
-        for sidecar in (legacy_checksum_path(entry), legacy_verified_path(entry)):
-            sidecar.unlink(missing_ok=True)
-        record_path(entry, root).unlink(missing_ok=True)
 
 
 def temporary_path(entry: Path) -> Path:
@@ -264,7 +160,7 @@ def write_entries(entries: list[Path], shapes: list[tuple[int, ...]], dtype, fil
             write_marker(root)
             record_path(entry, root).parent.mkdir(parents=True, exist_ok=True)
             with manifest_lock(root):
-                _write_record(entry, root, digest, temporary.stat().st_size)
+                write_record(entry, root, digest, temporary.stat().st_size)
                 for sidecar in (legacy_checksum_path(entry), legacy_verified_path(entry)):
                     sidecar.unlink(missing_ok=True)
                 os.replace(temporary, entry)
@@ -327,7 +223,7 @@ def _set_aside(entry: Path, root: Path, problem: str, recorded: str | None, unve
     else:
         aside = entry.parent / DAMAGED_DIR / entry.name
         aside.parent.mkdir(exist_ok=True)
-        _write_record(aside, root, recorded, entry.stat().st_size, problem=problem)
+        write_record(aside, root, recorded, entry.stat().st_size, problem=problem)
         # The latest damaged copy of each entry is kept for inspection; older ones are replaced.
         os.replace(entry, aside)
     for sidecar in (legacy_checksum_path(entry), legacy_verified_path(entry), record_path(entry, root)):
@@ -395,7 +291,7 @@ def _adopt(entry: Path, root: Path, handle, checksum: str) -> None:
         record_path(entry, root).parent.mkdir(parents=True, exist_ok=True)
         with manifest_lock(root):
             if _same_file(entry, handle) and read_record(entry, root) is None:
-                _write_record(entry, root, checksum, os.fstat(handle.fileno()).st_size, adopted=True)
+                write_record(entry, root, checksum, os.fstat(handle.fileno()).st_size, adopted=True)
                 legacy_checksum_path(entry).unlink(missing_ok=True)
                 legacy_verified_path(entry).unlink(missing_ok=True)
     except OSError:

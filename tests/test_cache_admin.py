@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bench import cache_admin
-from bench.cache_entries import MARKER_NAME, open_entry, record_path, write_entry
+from bench.cache_entries import open_entry, write_entry
+from bench.cache_manifest import MARKER_NAME, record_path
 from bench.cli import main
 from bench.render.cache import render_cache
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from bench import cache_entries, files
-from bench.cache_entries import DAMAGED_DIR, check_free_space, legacy_checksum_path, open_entry, read_record, record_path, remove_stale_temporaries, temporary_path, write_entry
+from bench.cache_entries import DAMAGED_DIR, check_free_space, open_entry, remove_stale_temporaries, temporary_path, write_entry
+from bench.cache_manifest import legacy_checksum_path, read_record, record_path
 from bench.errors import UsageError
 
 

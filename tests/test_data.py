@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.cache_entries import read_record
+from bench.cache_manifest import read_record
 from bench.data import load_image_folder, load_raw, make_synthetic, prepare, split_validation
 from bench.errors import UsageError
 
