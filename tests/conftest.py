@@ -1,3 +1,5 @@
+import contextlib
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -11,19 +13,43 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-@pytest.fixture
-def fault_backbones(monkeypatch):
-    """Register the fault-injecting backbones here and in every spawned cell process."""
+@contextlib.contextmanager
+def registered(*modules: str):
+    """Register the backbones of test modules (``fault_backbones``, ``tiny_backbones``) in this
+    process and, through ``BENCH_BACKBONE_MODULES``, in every process it spawns; removed after."""
+    import importlib
+
     from backbones import list_backbones, registry
 
-    monkeypatch.setenv(registry.MODULES_ENV_VAR, "fault_backbones")
-    list_backbones()  # imports the module in this process
-    yield
-    import fault_backbones as module
+    before = os.environ.get(registry.MODULES_ENV_VAR)
+    added = [name for name in modules if name not in sys.modules]  # an outer block keeps what it registered
+    os.environ[registry.MODULES_ENV_VAR] = ",".join(filter(None, [before, *added]))
+    try:
+        list_backbones()  # imports the modules here
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(registry.MODULES_ENV_VAR, None)
+        else:
+            os.environ[registry.MODULES_ENV_VAR] = before
+        for name in added:
+            for backbone in importlib.import_module(name).NAMES:
+                registry.unregister_backbone(backbone)
+            sys.modules.pop(name, None)
 
-    for name in module.NAMES:
-        registry.unregister_backbone(name)
-    sys.modules.pop("fault_backbones", None)
+
+@pytest.fixture
+def fault_backbones():
+    """Register the fault-injecting backbones here and in every spawned cell process."""
+    with registered("fault_backbones"):
+        yield
+
+
+@pytest.fixture
+def tiny_backbones():
+    """Register ``tiny_net`` and ``tiny_wide`` (tests/tiny_backbones.py) here and in every spawned process."""
+    with registered("tiny_backbones"):
+        yield
 
 
 def run_cli(*args, cwd=ROOT, env=None, timeout=600):
@@ -32,3 +58,37 @@ def run_cli(*args, cwd=ROOT, env=None, timeout=600):
 
     full_env = {**os.environ, **(env or {}), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     return subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class RealRun:
+    """What ``real_run`` leaves: its folders, its command line and the finished process."""
+
+    root: Path
+    out: Path
+    cache: Path
+    weights: Path
+    argv: tuple
+    result: "subprocess.CompletedProcess"
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> RealRun:
+    """One real ``bench run``, shared by every test that only reads what it leaves (records,
+    report, artifacts, logs, its terminal output); a test that changes the folder copies it first.
+
+    As a newcomer starts one: its own process, output not a terminal, a weights folder holding
+    tiny_net's file but not mobilenet_v2's (skipped with one line, never built), small_cnn's
+    baseline beside tiny_net's transfer and finetune: three cells, each in its own process.
+    """
+    root = tmp_path_factory.mktemp("real_run")
+    weights = root / "weights"
+    weights.mkdir()
+    with registered("tiny_backbones"):
+        from backbones import get_backbone
+
+        get_backbone("tiny_net").builder(weights=None).save_weights(weights / "tiny_net.weights.h5")
+    argv = ("run", "--backbone", "small_cnn", "tiny_net", "mobilenet_v2", "--weights", str(weights), "--data", "synthetic", "--profile", "quick",
+            "--image-size", "32", "--out", str(root / "out"), "--cache-dir", str(root / "cache"))
+    result = run_cli(*argv, env={"BENCH_BACKBONE_MODULES": "tiny_backbones"})
+    return RealRun(root, root / "out", root / "cache", weights, argv, result)
