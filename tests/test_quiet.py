@@ -41,7 +41,7 @@ def test_an_unwritable_log_costs_the_log_not_the_run(tmp_path):
     with quiet.scratch_file() as collected:
         collected.write(b"line\n")
         quiet.keep_log(collected, blocker / "parent.log", "header")  # must not raise
-
+    assert blocker.read_text() == "a file where the folder should be"
 
 def test_stdout_too_when_asked(tmp_path):
     """As `bench perf` uses it: the cells' prints go to the log, the table printed after the block to stdout."""
