@@ -1,10 +1,14 @@
-"""The Ray executor against a Ray head this test starts on loopback, compared with local."""
+"""The Ray executor: its driver against a stand-in for Ray (no Ray started), its loopback
+handling, and against a Ray head this test starts on loopback, compared with local (slow: a
+Ray head and two runs of two cells)."""
 
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import types
 
 import pytest
 
@@ -40,6 +44,7 @@ def ray_head(tmp_path_factory):
         subprocess.run([RAY_CLI, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_ray_executor_records_equal_local(tmp_path, ray_head):
     grid = ["--backbone", "mobilenet_v2", "--data", "synthetic", "--profile", "quick", "--image-size", "32", "--cache-dir", tmp_path / "cache"]
     local = run_cli("run", *grid, "--out", tmp_path / "local")
@@ -90,3 +95,122 @@ def _resolved(mode: str) -> str:
 def test_loopback_address_is_dialled_as_given_on_a_machine_with_a_routable_interface():
     assert _resolved("default") == "192.0.2.77:6379"  # Ray's own rewrite, which the driver must avoid
     assert _resolved("loopback") == "127.0.0.1:6379"
+
+
+# --------------------------------------------------------------------------- the driver, without Ray
+
+
+class _Ref:
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+
+class _FakeRay(types.ModuleType):
+    """What RayExecutor uses of Ray: init, remote tasks (run when submitted, their ObjectRef
+    arguments resolved, as Ray does), wait, get, and a queue. ``finish_order`` lists the
+    submission indexes in the order their tasks complete."""
+
+    def __init__(self, finish_order):
+        super().__init__("ray")
+        self.finish_order, self.submitted, self.refs, self.init_kwargs = finish_order, [], [], None
+
+    def is_initialized(self):
+        return self.init_kwargs is not None
+
+    def init(self, **kwargs):
+        self.init_kwargs = kwargs
+
+    def remote(self, function):
+        fake = self
+
+        class Task:
+            def options(self, **resources):
+                def remote(*args):
+                    fake.submitted.append((args, resources))
+                    resolved = [fake.get(a) if isinstance(a, _Ref) else a for a in args]
+                    try:
+                        ref = _Ref(value=function(*resolved))
+                    except Exception as error:
+                        ref = _Ref(error=error)
+                    fake.refs.append(ref)
+                    return ref
+
+                return types.SimpleNamespace(remote=remote)
+
+        return Task()
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        first = min(refs, key=lambda ref: self.finish_order.index(self.refs.index(ref)))
+        return [first], [r for r in refs if r is not first]
+
+    def get(self, ref):
+        if ref.error is not None:
+            raise RuntimeError(f"RayTaskError: {ref.error}")
+        return ref.value
+
+
+class _Queue:
+    def __init__(self, actor_options=None):
+        self.items = []
+
+    def put_nowait(self, item):
+        self.items.append(item)
+
+    def qsize(self):
+        return len(self.items)
+
+    def get_nowait_batch(self, count):
+        taken, self.items = self.items[:count], self.items[count:]
+        return taken
+
+
+def test_ray_driver_orders_finetune_after_transfer_forwards_progress_and_records_task_failures(tmp_path, monkeypatch):
+    """Through the sweep, as `--executor ray` runs it: a finetune task takes its transfer's result
+    as an argument, each cell starts on its first progress event, records are appended as tasks
+    finish, and a task Ray lost becomes a failed record while the sweep goes on."""
+    import dataclasses
+    import io
+
+    from bench import ray_executor, sweep
+    from bench.grid import Cell, RunOptions
+    from bench.progress import Progress
+    template = read_records(Path(__file__).parent / "fixtures" / "runs.jsonl").records[0]
+    fake = _FakeRay(finish_order=[2, 0, 1])  # the baseline finishes first
+    queue_module = types.ModuleType("ray.util.queue")
+    queue_module.Queue = _Queue
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setitem(sys.modules, "ray.util", types.ModuleType("ray.util"))
+    monkeypatch.setitem(sys.modules, "ray.util.queue", queue_module)
+
+    def run_isolated(cell, out_dir, cache_dir, options, on_progress):
+        on_progress(Progress("training", 1, 2, {"epoch": 1, "epochs": 1, "loss": 0.5}, True))
+        if cell.backbone == "small_cnn":
+            raise ConnectionError("node lost")
+        return dataclasses.replace(template, **cell.record_fields(), status="ok")
+
+    monkeypatch.setattr(ray_executor, "run_isolated", run_isolated)
+    base = dict(image_size=32, augment="none", seed=0, data="synthetic", profile="quick")
+    transfer, finetune = Cell("mobilenet_v2", "transfer", **base), Cell("mobilenet_v2", "finetune", **base)
+    baseline = Cell("small_cnn", "baseline", **base)
+    log = io.StringIO()
+    result = sweep.run_sweep([transfer, finetune, baseline], tmp_path, tmp_path / "cache", options=RunOptions(timeout_seconds=60), log=log, executor="ray")
+
+    (transfer_args, resources), (finetune_args, _), (baseline_args, _) = fake.submitted
+    assert resources == {"num_cpus": 1, "num_gpus": 0}
+    assert transfer_args[0] == transfer and transfer_args[3].timeout_seconds == 60  # the cell and its --cell-timeout travel with the task
+    assert finetune_args[0] == finetune and finetune_args[-1] is fake.refs[0]  # waits for its transfer task's result
+    assert len(baseline_args) == len(transfer_args)  # no dependency
+    assert fake.init_kwargs["_node_ip_address"] == "127.0.0.1"  # a local instance is reached on loopback
+    records = read_records(tmp_path).records
+    # Appended as they finish: the baseline (lost) first, then the transfer, then its finetune.
+    assert [(r.backbone, r.stage) for r in records] == [("small_cnn", "baseline"), ("mobilenet_v2", "transfer"), ("mobilenet_v2", "finetune")]
+    assert [r.key for r in records] == [r.key for r in result.records]
+    by_backbone = {(r.backbone, r.stage): r for r in records}
+    failed = by_backbone[("small_cnn", "baseline")]
+    assert failed.status == "failed" and failed.error.startswith("ray task failed: RuntimeError") and "node lost" in failed.error
+    assert by_backbone[("mobilenet_v2", "transfer")].status == by_backbone[("mobilenet_v2", "finetune")].status == "ok"
+    # Each cell's progress reached the driver's view: a start line and its epoch.
+    text = log.getvalue()
+    for cell in (transfer, finetune, baseline):
+        assert f"] {cell.key} ..." in text
+    assert text.count("epoch 1/1: loss 0.500") == 3
