@@ -90,5 +90,5 @@ def real_run(tmp_path_factory) -> RealRun:
         get_backbone("tiny_net").builder(weights=None).save_weights(weights / "tiny_net.weights.h5")
     argv = ("run", "--backbone", "small_cnn", "tiny_net", "mobilenet_v2", "--weights", str(weights), "--data", "synthetic", "--profile", "quick",
             "--image-size", "32", "--out", str(root / "out"), "--cache-dir", str(root / "cache"))
-    result = run_cli(*argv, env={"BENCH_BACKBONE_MODULES": "tiny_backbones"})
+    result = run_cli(*argv, env={"BENCH_BACKBONE_MODULES": "tiny_backbones"}, timeout=1800)
     return RealRun(root, root / "out", root / "cache", weights, argv, result)

@@ -97,12 +97,14 @@ def test_bad_data_folder(breakage, message, tmp_path, out_with_records, capsys):
     assert (out_with_records / RUNS_FILE).read_bytes() == before
 
 
-def test_weights_file_for_another_architecture(tmp_path, out_with_records, capsys):
-    import keras
+def test_weights_file_for_another_architecture(tmp_path, out_with_records, capsys, tiny_backbones):
+    from backbones import get_backbone
 
-    keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(tmp_path / "mnv2.weights.h5")
-    code, err = _error(capsys, "run", "--backbone", "resnet50", "--weights", tmp_path / "mnv2.weights.h5", "--data", "synthetic", "--out", out_with_records)
-    assert code == 2 and "does not fit resnet50" in err and err.count("\n") == 0
+    get_backbone("tiny_net").builder(weights=None).save_weights(tmp_path / "tiny_net.weights.h5")
+    before = (out_with_records / RUNS_FILE).read_bytes()
+    code, err = _error(capsys, "run", "--backbone", "tiny_wide", "--weights", tmp_path / "tiny_net.weights.h5", "--data", "synthetic", "--out", out_with_records)
+    assert code == 2 and "does not fit tiny_wide" in err and err.count("\n") == 0, err
+    assert (out_with_records / RUNS_FILE).read_bytes() == before
 
 
 def test_weights_dir_skips_the_pretrained_stages_of_backbones_without_a_file(tmp_path):
@@ -218,27 +220,41 @@ def test_report_readme_without_markers_is_refused_before_writing(tmp_path, out_w
     assert code == 2 and "does not exist" in err
 
 
-def test_end_to_end_run_on_synthetic(tmp_path):
-    out = tmp_path / "out"
-    result = run_cli("run", "--backbone", "small_cnn", "mobilenet_v2", "--data", "synthetic", "--profile", "quick", "--image-size", "32", "--out", out, "--cache-dir", tmp_path / "cache")
+def test_end_to_end_run_on_synthetic(real_run):
+    result, out = real_run.result, real_run.out
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[3/3]" in result.stderr and "left" in result.stderr
     records = read_records(out).records
     assert sorted((r.backbone, r.stage, r.status) for r in records) == [
-        ("mobilenet_v2", "finetune", "ok"), ("mobilenet_v2", "transfer", "ok"), ("small_cnn", "baseline", "ok")]
-    assert all(r.provenance.command.startswith("python -m bench run --backbone small_cnn mobilenet_v2 --data synthetic") for r in records)
+        ("small_cnn", "baseline", "ok"), ("tiny_net", "finetune", "ok"), ("tiny_net", "transfer", "ok")]
+    assert all(r.provenance.command.startswith("python -m bench run --backbone small_cnn tiny_net mobilenet_v2 --weights ") for r in records)
     for name in ("README.md", "summary.csv", "accuracy_by_stage.png", "accuracy_vs_throughput.png", "training_curves.png"):
         assert (out / name).stat().st_size > 0
-    assert "Command(s): `python -m bench run --backbone small_cnn" in (out / "README.md").read_text()
+    assert "Command(s): `python -m bench run --backbone small_cnn tiny_net" in (out / "README.md").read_text()
     assert list((out / "artifacts").glob("*transfer*.head.weights.h5"))
-    # --resume then has nothing to do.
-    again = run_cli("run", "--backbone", "small_cnn", "--data", "synthetic", "--profile", "quick", "--out", out, "--resume", "--cache-dir", tmp_path / "cache")
-    assert again.returncode == 0 and "1 of 1 cells already have an ok record" in again.stderr
+
+
+def test_resume_skips_ok_cells_reruns_a_cell_whose_settings_changed_and_the_report_keeps_both(real_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(real_run.out, out)
+    argv = ["run", "--backbone", "small_cnn", "--data", "synthetic", "--profile", "quick", "--out", out, "--cache-dir", real_run.cache, "--resume"]
+    same = run_cli(*argv)
+    assert same.returncode == 0 and "1 of 1 cells already have an ok record; running 0" in same.stderr, same.stderr[-1500:]
     assert len(read_records(out).records) == 3
+    changed = run_cli(*argv, "--batch-size", "64")
+    assert changed.returncode == 0, changed.stderr[-1500:]
+    assert "already have an ok record" not in changed.stderr
+    small = [r for r in read_records(out).records if r.backbone == "small_cnn"]
+    assert [r.identity["batch_size"] for r in small] == [128, 64]
+    text = (out / "README.md").read_text()
+    assert text.count("| small_cnn") == 2 * 2  # two rows in the accuracy table and two in the cost table
+    assert "batch 64" in text
 
 
-def test_perf_prints_ratios_and_writes_perf_md(tmp_path):
-    result = run_cli("perf", "--data", "synthetic", "--backbone", "mobilenet_v2", "--image-size", "32", "--epochs", "1", "--out", tmp_path)
+def test_perf_prints_ratios_and_writes_perf_md(tmp_path, tiny_backbones):
+    result = run_cli("perf", "--data", "synthetic", "--backbone", "tiny_net", "--image-size", "32", "--epochs", "1", "--out", tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     import re
 
@@ -294,80 +310,59 @@ def test_compare_flags_only_real_regressions(tmp_path, capsys):
     assert main(["compare", str(old), str(new), "--fail-on-regression", "--fail-threshold", "60"]) == 0
 
 
-def test_resume_reruns_a_cell_whose_settings_changed_and_the_report_keeps_both(tmp_path):
-    out, cache = tmp_path / "out", tmp_path / "cache"
-    argv = ["run", "--backbone", "small_cnn", "--data", "synthetic", "--profile", "quick", "--out", out, "--cache-dir", cache]
-    assert run_cli(*argv).returncode == 0
-    changed = run_cli(*argv, "--batch-size", "64", "--resume")
-    assert changed.returncode == 0, changed.stderr[-1500:]
-    assert "already have an ok record" not in changed.stderr
-    same = run_cli(*argv, "--batch-size", "64", "--resume")
-    assert "1 of 1 cells already have an ok record; running 0" in same.stderr
-    records = read_records(out).records
-    assert [r.identity["batch_size"] for r in records] == [128, 64]
-    text = (out / "README.md").read_text()
-    assert text.count("| small_cnn") == 2 * 2  # two rows in the accuracy table and two in the cost table
-    assert "batch 64" in text
-
-
 # TensorFlow's C++ and absl lines: "I0000 00:00:... port.cc:153] oneDNN ...", "WARNING: All log messages before absl::...", CUDA probes.
 TF_LOG_LINE = __import__("re").compile(r"^[IWEF]\d{4} |absl::|oneDNN|cuInit|cuda|tensorflow/", __import__("re").M)
 
 
-@pytest.mark.parametrize("argv,code", [
+NO_TENSORFLOW_COMMANDS = [
     (["list"], 0),
     (["--help"], 0),
     (["run", "--help"], 0),
     (["run", "--backbone", "no_such_net"], 2),
     (["run", "--backbone", "small_cnn", "--stage", "pretrain"], 2),
     (["run", "--backbone", "small_cnn", "--val-fraction", "1.5"], 2),
-])
-def test_list_help_and_argument_errors_never_import_tensorflow(argv, code):
-    """In a fresh interpreter, as a user runs them: no TensorFlow, so no TensorFlow log line either."""
+]
+
+
+def test_list_help_and_argument_errors_never_import_tensorflow():
+    """In a fresh interpreter, as a user runs them (one interpreter for all: what one imports
+    stays imported): no TensorFlow, so no TensorFlow log line either."""
+    import json
     import subprocess
     import sys
 
     from conftest import ROOT
 
     script = (
-        "import sys\nfrom bench.cli import main\ntry:\n    code = main(sys.argv[1:])\nexcept SystemExit as exit:\n    code = exit.code\n"
-        "print('heavy modules:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules), file=sys.stderr)\nsys.exit(code)"
+        "import json, sys\nfrom bench.cli import main\ncodes = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    try:\n        codes.append(main(argv))\n    except SystemExit as exit:\n        codes.append(exit.code)\n"
+        "print('codes:', codes, 'heavy modules:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules), file=sys.stderr)"
     )
-    result = subprocess.run([sys.executable, "-c", script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == code, result.stderr[-2000:]
-    assert "heavy modules: []" in result.stderr
-    assert not TF_LOG_LINE.search(result.stdout + result.stderr)
-    if argv == ["run", "--backbone", "no_such_net"]:
-        assert "Known backbones: efficientnet_b0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, mobilenet_v2, resnet50, small_cnn" in result.stderr
-
-
-@pytest.fixture(scope="module")
-def weights_folder_run(tmp_path_factory):
-    """A run as a newcomer starts one: a weights folder holding MobileNetV2's file but not ResNet50's, output not a terminal."""
-    import keras
-
-    root = tmp_path_factory.mktemp("weights_run")
-    (root / "weights").mkdir()
-    keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(root / "weights" / "mobilenet_v2.weights.h5")
-    result = run_cli("run", "--backbone", "mobilenet_v2", "resnet50", "--stage", "transfer", "--weights", root / "weights", "--data", "synthetic",
-                     "--profile", "quick", "--image-size", "32", "--out", root / "out", "--cache-dir", root / "cache")
-    return root, result
-
-
-def test_a_backbone_without_a_weights_file_is_skipped_with_one_line(weights_folder_run):
-    root, result = weights_folder_run
+    result = subprocess.run([sys.executable, "-c", script, json.dumps([argv for argv, _ in NO_TENSORFLOW_COMMANDS])], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-2000:]
-    mentions = [line for line in result.stderr.splitlines() if "resnet50" in line]
-    assert mentions == [f"skipped resnet50 transfer: no pretrained weights ({root / 'weights' / 'resnet50.weights.h5'} does not exist); "
+    assert f"codes: {[code for _, code in NO_TENSORFLOW_COMMANDS]} heavy modules: []" in result.stderr, result.stderr[-2000:]
+    assert not TF_LOG_LINE.search(result.stdout + result.stderr)
+    assert "Known backbones: efficientnet_b0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, mobilenet_v2, resnet50, small_cnn" in result.stderr
+
+
+def test_a_backbone_without_a_weights_file_is_skipped_with_one_line(real_run):
+    result = real_run.result
+    assert result.returncode == 0, result.stderr[-2000:]
+    mentions = [line for line in result.stderr.splitlines() if "mobilenet_v2" in line and "--backbone" not in line]
+    assert mentions == [f"skipped mobilenet_v2 transfer, finetune: no pretrained weights ({real_run.weights / 'mobilenet_v2.weights.h5'} does not exist); "
                         "put that file there, or pass --weights none to run from random init"]
-    records = read_records(root / "out").records
-    assert [(r.backbone, r.status, r.weights) for r in records] == [("mobilenet_v2", "ok", str((root / "weights" / "mobilenet_v2.weights.h5").resolve()))]
+    records = read_records(real_run.out).records
+    assert sorted((r.backbone, r.weights) for r in records) == [
+        ("small_cnn", "none"), *[("tiny_net", str((real_run.weights / "tiny_net.weights.h5").resolve()))] * 2]
 
 
-def test_a_run_shows_each_phase_and_epoch_as_lines_when_not_a_terminal(weights_folder_run):
-    _, result = weights_folder_run
-    lines = [line.strip() for line in result.stderr.splitlines() if line.startswith("    [1/1] ")]
+def test_a_run_shows_each_phase_and_epoch_as_lines_when_not_a_terminal(real_run):
+    stderr = real_run.result.stderr
+    # The transfer cell's own lines: "[2/3] tiny_net/transfer/32px/... ...", then "    [2/3] <phase> · <elapsed>" lines.
+    (position,) = [line.split("] ")[0] + "] " for line in stderr.splitlines() if line.startswith("[") and " tiny_net/transfer/" in line]
+    lines = [line.strip() for line in stderr.splitlines() if line.startswith("    " + position)]
     phases = [line.split("] ", 1)[1].split(" ·")[0] for line in lines]
     assert phases[:3] == ["starting (loading TensorFlow)", "loading data", "building model"]
     assert phases[3].startswith("extracting ") and phases[3].endswith("images")
@@ -376,9 +371,9 @@ def test_a_run_shows_each_phase_and_epoch_as_lines_when_not_a_terminal(weights_f
     assert phases[-2:] == ["evaluating", "measuring"]
 
 
-def test_tensorflow_lines_go_to_the_logs_not_the_terminal(weights_folder_run):
-    root, result = weights_folder_run
+def test_tensorflow_lines_go_to_the_logs_not_the_terminal(real_run):
+    result = real_run.result
     assert not TF_LOG_LINE.search(result.stdout + result.stderr), (result.stdout + result.stderr)[-2000:]
     # The parent imported TensorFlow to check the weights file: its lines are kept under OUT/logs/.
-    parent_log = (root / "out" / "logs" / "parent.log").read_text()
-    assert parent_log.startswith("--- python -m bench run --backbone mobilenet_v2 resnet50") and TF_LOG_LINE.search(parent_log)
+    parent_log = (real_run.out / "logs" / "parent.log").read_text()
+    assert parent_log.startswith("--- python -m bench run --backbone small_cnn tiny_net mobilenet_v2") and TF_LOG_LINE.search(parent_log)
