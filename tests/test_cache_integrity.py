@@ -197,10 +197,10 @@ def test_no_room_on_the_disk_fails_early_in_one_line(tmp_path, monkeypatch):
 def _transfer_cell():
     from bench.grid import Cell
 
-    return Cell("mobilenet_v2", "transfer", 32, "none", 0, data="synthetic", weights="none", epochs=1, batch_size=32)
+    return Cell("tiny_net", "transfer", 32, "none", 0, data="synthetic", weights="none", epochs=1, batch_size=32)
 
 
-def test_a_damaged_activation_cache_heals_and_the_record_says_so(tmp_path):
+def test_a_damaged_activation_cache_heals_and_the_record_says_so(tmp_path, tiny_backbones):
     from bench.cell import run_cell
 
     out, cache = tmp_path / "out", tmp_path / "cache"
@@ -225,7 +225,7 @@ def test_a_damaged_activation_cache_heals_and_the_record_says_so(tmp_path):
     assert list((cache / "features").glob("*.tmp.npy")) == []
 
 
-def test_an_activation_cache_that_cannot_fit_fails_before_extracting(tmp_path, monkeypatch):
+def test_an_activation_cache_that_cannot_fit_fails_before_extracting(tmp_path, monkeypatch, tiny_backbones):
     from bench.cell import run_cell
 
     # Room for the decoded data, not for the activations.
@@ -262,11 +262,11 @@ def test_bit_rot_in_a_decoded_dataset_is_rebuilt_not_used(tmp_path, capsys):
     assert np.array_equal(open_entry(entry), first)
 
 
-def test_a_run_heals_truncated_dataset_and_activation_entries_saying_so(tmp_path):
+def test_a_run_heals_truncated_dataset_and_activation_entries_saying_so(tmp_path, tiny_backbones):
     from conftest import run_cli
 
     data = _image_folder(tmp_path / "images")
-    args = ["run", "--backbone", "mobilenet_v2", "--stage", "transfer", "--image-size", "32", "--epochs", "1", "--weights", "none",
+    args = ["run", "--backbone", "tiny_net", "--stage", "transfer", "--image-size", "32", "--epochs", "1", "--weights", "none",
             "--data", data, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
     assert run_cli(*args).returncode == 0
     for entry in [*(tmp_path / "cache" / "datasets").glob("*.x_train.npy"), *(tmp_path / "cache" / "features").glob("*.npy")]:

@@ -15,8 +15,13 @@ from bench.stages import STAGES
 TINY = dict(data="synthetic", profile="full", weights="none", epochs=2, batch_size=32)
 
 
-def _cell(backbone="mobilenet_v2", stage="transfer", policy="none", **overrides):
+def _cell(backbone="tiny_net", stage="transfer", policy="none", **overrides):
     return Cell(backbone=backbone, stage=stage, image_size=32, augment=policy, seed=0, **{**TINY, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def _tiny(tiny_backbones):
+    """The cells here train tests/tiny_backbones.py's tiny_net: the harness's paths, not MobileNetV2's weight, are under test."""
 
 
 def test_cell_key_includes_size_policy_and_seed():
@@ -30,17 +35,20 @@ def test_profile_caps_epochs_and_overrides_apply():
     assert _cell(profile="quick", epochs=None).recipe().epochs == 1
     assert _cell(stage="finetune", unfreeze_layers=7).recipe().unfreeze_layers == 7
     # A backbone's own setting beats the stage's default; the cell's override beats both.
-    assert _cell(stage="finetune").recipe().unfreeze_layers == 13
+    assert _cell(backbone="mobilenet_v2", stage="finetune").recipe().unfreeze_layers == 13
     assert _cell(backbone="efficientnet_b0", stage="finetune").recipe().unfreeze_layers == STAGES["finetune"].unfreeze_layers
     assert _cell(epochs=None).recipe().epochs == STAGES["transfer"].epochs
 
 
 @pytest.fixture(scope="module")
 def transfer_runs(tmp_path_factory):
+    from conftest import registered
+
     out = tmp_path_factory.mktemp("out")
     cache = tmp_path_factory.mktemp("cache")
-    cached = run_cell(_cell(), out, cache)
-    uncached = run_cell(_cell(use_cache=False), out, cache)
+    with registered("tiny_backbones"):
+        cached = run_cell(_cell(), out, cache)
+        uncached = run_cell(_cell(use_cache=False), out, cache)
     return out, cache, cached, uncached
 
 

@@ -60,20 +60,20 @@ def test_the_time_ratio_is_of_medians_so_one_slow_run_does_not_decide_it():
     assert growth.time_ratio == pytest.approx(32.0 / 20.0)
 
 
-def test_perf_memory_prints_the_ratios_and_writes_the_table(tmp_path):
-    result = run_cli("perf", "--memory", "--data", "synthetic", "--image-size", "32", "--train-images", "100", "300", "--epochs", "1",
+def test_perf_memory_prints_the_ratios_and_writes_the_table(tmp_path, tiny_backbones):
+    result = run_cli("perf", "--memory", "--backbone", "tiny_net", "--data", "synthetic", "--image-size", "32", "--train-images", "100", "300", "--epochs", "1",
                      "--timing-runs", "2", "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "out" / "perf-memory.md").read_text()
     assert result.stdout.strip() == text.strip()
     for stage in ("transfer", "finetune"):
-        assert re.search(rf"`mobilenet_v2` {stage}: peak memory growth 300/100 training images: \d+\.\d\dx", text), text
-        assert re.search(rf"`mobilenet_v2` {stage}: cached training time vs in-memory path: \d+\.\d\dx", text), text
+        assert re.search(rf"`tiny_net` {stage}: peak memory growth 300/100 training images: \d+\.\d\dx", text), text
+        assert re.search(rf"`tiny_net` {stage}: cached training time vs in-memory path: \d+\.\d\dx", text), text
         # The seconds behind each ratio: two runs of each loader, with their medians.
-        assert re.search(rf"`mobilenet_v2` {stage} at 300 training images, train s: per batch [\d.]+, [\d.]+ \(median [\d.]+\); "
+        assert re.search(rf"`tiny_net` {stage} at 300 training images, train s: per batch [\d.]+, [\d.]+ \(median [\d.]+\); "
                          rf"in-memory [\d.]+, [\d.]+ \(median [\d.]+\)", text), text
     assert re.search(r"the `bench` process itself \(decoding and checking the data\): [\d,]+ MB", text)
-    rows = [line for line in text.splitlines() if line.startswith("| `mobilenet_v2`")]
+    rows = [line for line in text.splitlines() if line.startswith("| `tiny_net`")]
     # Per stage: both sizes, then two timed runs of each loader at the largest.
     assert len(rows) == 12 and sum("in-memory (old)" in row for row in rows) == 4
     assert [re.split(r" *\| *", row)[4:7] for row in rows[:6]] == [
