@@ -19,38 +19,45 @@ from conftest import run_cli
 POSITIVE = ("infer_images_per_second", "latency_p50_ms", "latency_p95_ms", "flops_per_image", "total_params", "peak_rss_mb", "wall_seconds")
 
 
-def test_tiny_cost_run_writes_records_table_and_plot(tmp_path):
-    out = tmp_path / "out"
-    done = run_cli("cost", "--backbone", "small_cnn", "mobilenet_v2", "--image-size", "32", "--batch-size", "2", "--out", out)
-    assert done.returncode == 0, done.stderr
+@pytest.fixture(scope="module")
+def cost_run(tmp_path_factory):
+    """One real `bench cost` (a process per measurement): two backbones that crash, then small_cnn and tests/tiny_backbones.py's tiny_net."""
+    out = tmp_path_factory.mktemp("cost") / "out"
+    done = run_cli("cost", "--backbone", "fault_aborts", "fault_raises", "small_cnn", "tiny_net", "--image-size", "32", "--batch-size", "2", "--out", out,
+                   env={"BENCH_BACKBONE_MODULES": "fault_backbones,tiny_backbones"})
+    return out, done
+
+
+def test_tiny_cost_run_writes_records_table_and_plot(cost_run):
+    out, done = cost_run
     loaded = read_cost_records(out)
     assert loaded.bad_lines == 0
-    records = {r.backbone: r for r in loaded.records}
-    assert set(records) == {"small_cnn", "mobilenet_v2"}
+    records = {r.backbone: r for r in loaded.records if r.status == "ok"}
+    assert set(records) == {"small_cnn", "tiny_net"}, done.stderr[-2000:]
     for record in records.values():
-        assert record.status == "ok" and record.image_size == 32 and record.batch_size == 2
+        assert record.image_size == 32 and record.batch_size == 2
         assert record.native_size == 32 and record.num_classes == 10 and record.dataset == "synthetic"
         for field in POSITIVE:
             assert getattr(record, field) > 0, field
         assert record.latency_p95_ms >= record.latency_p50_ms
         assert record.provenance.cpu and record.provenance.tf_version and record.provenance.keras_version and record.provenance.started_at
-        assert record.provenance.command.startswith("python -m bench cost --backbone small_cnn")
+        assert record.provenance.command.startswith("python -m bench cost --backbone fault_aborts fault_raises small_cnn tiny_net")
     # Each stage's trainable part, and only the backbone's own stages.
-    small, mobile = records["small_cnn"], records["mobilenet_v2"]
+    small, tiny = records["small_cnn"], records["tiny_net"]
     assert small.baseline_train_images_per_second > 0 and small.baseline_trainable_params == small.total_params - 1344  # BatchNorm statistics do not train
     assert small.transfer_train_images_per_second is None and small.finetune_train_images_per_second is None
-    assert mobile.baseline_train_images_per_second is None
-    assert mobile.transfer_train_images_per_second > 0 and mobile.finetune_train_images_per_second > 0
+    assert tiny.baseline_train_images_per_second is None
+    assert tiny.transfer_train_images_per_second > 0 and tiny.finetune_train_images_per_second > 0
     # transfer trains the head; finetune the same head plus the backbone's top
-    assert 0 < mobile.transfer_trainable_params < mobile.finetune_trainable_params < mobile.total_params
+    assert 0 < tiny.transfer_trainable_params < tiny.finetune_trainable_params < tiny.total_params
     table = (out / "cost.md").read_text()
-    assert "| `mobilenet_v2` | 32" in table and "| `small_cnn`    | 32" in table and "n/a" in table
+    assert "| `small_cnn` | 32" in table and "| `tiny_net`  | 32" in table and "n/a" in table, table
     if sys.platform.startswith("linux"):  # /proc tells anonymous memory apart: the table shows it beside RSS
         assert all(0 < r.peak_anon_mb <= r.peak_rss_mb for r in records.values()) and "peak anon MB" in table
     assert (out / "cost_throughput_vs_gflops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "cost 2/2: mobilenet_v2/32px/batch2" in done.stderr
+    assert "cost 4/4: tiny_net/32px/batch2" in done.stderr
     # `bench report` on the folder renders the same section into its README.
-    assert run_cli("report", "--out", out).returncode == 0
+    assert main(["report", "--out", str(out)]) == 0
     assert "## Cost without training" in (out / "README.md").read_text()
 
 
@@ -112,14 +119,13 @@ def test_image_folder_sets_native_size_and_classes(tmp_path):
     assert len({c.key for c in configs}) == 4
 
 
-def test_a_crashing_backbone_becomes_a_failed_record_and_the_rest_still_run(tmp_path, fault_backbones):
-    out = tmp_path / "out"
-    done = run_cli("cost", "--backbone", "fault_aborts", "fault_raises", "small_cnn", "--batch-size", "2", "--out", out, env={"BENCH_BACKBONE_MODULES": "fault_backbones"})
+def test_a_crashing_backbone_becomes_a_failed_record_and_the_rest_still_run(cost_run):
+    out, done = cost_run
     assert done.returncode == 1
     records = {r.backbone: r for r in read_cost_records(out).records}
     assert records["fault_aborts"].status == "failed" and records["fault_aborts"].error.startswith("killed by signal SIGABRT")
     assert records["fault_raises"].status == "failed" and "injected failure in the builder" in records["fault_raises"].error
-    assert records["small_cnn"].status == "ok"
+    assert records["small_cnn"].status == records["tiny_net"].status == "ok"
     table = (out / "cost.md").read_text()
     assert "Failed measurements" in table and "fault_aborts" in table and "| `small_cnn`" in table
 
@@ -247,7 +253,7 @@ def test_killing_the_parent_kills_its_measuring_child_and_keeps_whole_lines(tmp_
     out.mkdir()
     append_cost_record(out, _record())
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    parent = subprocess.Popen([sys.executable, "-m", "bench", "cost", "--backbone", "resnet50", "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen([sys.executable, "-m", "bench", "cost", "--backbone", "small_cnn", "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     logs = out / "logs"
     deadline = time.monotonic() + 120
     # The child opens its log right after asking to die with its parent.
