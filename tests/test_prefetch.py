@@ -76,7 +76,9 @@ def _load_offline(keras_home: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", LOAD_OFFLINE], env=full, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_prefetch_fills_a_keras_home_that_loads_without_network(tmp_path):
+    """Slow: a 180 MB CIFAR-10 stand-in and MobileNetV2's weights served, fetched, then loaded offline in two more TensorFlow processes."""
     origin = tmp_path / "origin"
     origin.mkdir()
     _cifar_archive(origin / CIFAR_FILE)
@@ -107,8 +109,14 @@ def test_prefetch_fills_a_keras_home_that_loads_without_network(tmp_path):
     # ... and without the prefetched folder the same load fails: the test can tell.
     assert _load_offline(tmp_path / "empty-home", env).returncode != 0
 
-    # A prefetch that cannot reach its origin: one line, exit 2.
+
+def test_a_prefetch_that_cannot_reach_its_origin_is_one_line_and_exit_2(tmp_path):
+    server = _serve(tmp_path)  # a port that served once and is closed: nothing listens there
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+    env = {"BENCH_BACKBONE_MODULES": "offline_keras", "BENCH_TEST_ORIGIN": url, "BENCH_TEST_HASHES": "{}"}
     failed = run_cli("prefetch", "--to", tmp_path / "other", "--backbone", "mobilenet_v2", env=env)
-    assert failed.returncode == 2
+    assert failed.returncode == 2, failed.stderr[-2000:]
     assert failed.stderr.strip().splitlines()[-1].startswith("error: prefetch failed: CIFAR-10")
     assert "export KERAS_HOME" not in failed.stdout
