@@ -214,7 +214,7 @@ def test_augmentation_never_touches_validation_or_test(monkeypatch, tmp_path):
         return apply
 
     monkeypatch.setitem(augment.POLICIES, "flip-crop", dataclasses.replace(original, build=build))
-    record = run_cell(Cell("small_cnn", "baseline", 32, "flip-crop", 0, epochs=1, batch_size=600, weights="none"), tmp_path, tmp_path / "c")
+    record = run_cell(Cell("tiny_scratch", "baseline", 32, "flip-crop", 0, epochs=1, batch_size=600, weights="none"), tmp_path, tmp_path / "c")
     assert record.status == "ok"
     # One epoch, one batch: exactly the 540 training images, no validation or test image.
     assert seen == [540]

@@ -3,12 +3,13 @@
 Registered only where a test asks (the ``tiny_backbones`` fixture, or ``BENCH_BACKBONE_MODULES=tiny_backbones``
 for a spawned ``bench``): two strided convolutions build and train at 32 px in a fraction of a
 second, where MobileNetV2 takes the better part of a minute on a loaded 2-core machine.
-``tiny_wide`` has other widths, so each one's weights file does not fit the other.
+``tiny_wide`` has other widths, so each one's weights file does not fit the other;
+``tiny_scratch`` runs the baseline stage, as small_cnn does.
 """
 
 from backbones import register_backbone
 
-NAMES = ("tiny_net", "tiny_wide")
+NAMES = ("tiny_net", "tiny_wide", "tiny_scratch")
 
 
 def _build(name, widths, input_shape, weights):
@@ -36,3 +37,9 @@ def tiny_net(input_shape=(32, 32, 3), weights=None):
 def tiny_wide(input_shape=(32, 32, 3), weights=None):
     """Two strided convolutions (6 and 12 filters): another architecture than tiny_net's."""
     return _build("tiny_wide", (6, 12), input_shape, weights)
+
+
+@register_backbone(default_image_size=32, stages=("baseline",))
+def tiny_scratch(input_shape=(32, 32, 3), weights=None):
+    """Two strided convolutions trained from scratch: a stand-in for small_cnn's baseline."""
+    return _build("tiny_scratch", (4, 8), input_shape, weights)
