@@ -78,8 +78,9 @@ def real_run(tmp_path_factory) -> RealRun:
     report, artifacts, logs, its terminal output); a test that changes the folder copies it first.
 
     As a newcomer starts one: its own process, output not a terminal, a weights folder holding
-    tiny_net's file but not mobilenet_v2's (skipped with one line, never built), small_cnn's
-    baseline beside tiny_net's transfer and finetune: three cells, each in its own process.
+    tiny_net's file but not mobilenet_v2's (skipped with one line, never built), a baseline
+    (tiny_scratch, small_cnn's stand-in) beside tiny_net's transfer and finetune: three cells,
+    each in its own process.
     """
     root = tmp_path_factory.mktemp("real_run")
     weights = root / "weights"
@@ -88,7 +89,7 @@ def real_run(tmp_path_factory) -> RealRun:
         from backbones import get_backbone
 
         get_backbone("tiny_net").builder(weights=None).save_weights(weights / "tiny_net.weights.h5")
-    argv = ("run", "--backbone", "small_cnn", "tiny_net", "mobilenet_v2", "--weights", str(weights), "--data", "synthetic", "--profile", "quick",
+    argv = ("run", "--backbone", "tiny_scratch", "tiny_net", "mobilenet_v2", "--weights", str(weights), "--data", "synthetic", "--profile", "quick",
             "--image-size", "32", "--out", str(root / "out"), "--cache-dir", str(root / "cache"))
     result = run_cli(*argv, env={"BENCH_BACKBONE_MODULES": "tiny_backbones"}, timeout=1800)
     return RealRun(root, root / "out", root / "cache", weights, argv, result)

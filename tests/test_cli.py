@@ -226,30 +226,30 @@ def test_end_to_end_run_on_synthetic(real_run):
     assert "[3/3]" in result.stderr and "left" in result.stderr
     records = read_records(out).records
     assert sorted((r.backbone, r.stage, r.status) for r in records) == [
-        ("small_cnn", "baseline", "ok"), ("tiny_net", "finetune", "ok"), ("tiny_net", "transfer", "ok")]
-    assert all(r.provenance.command.startswith("python -m bench run --backbone small_cnn tiny_net mobilenet_v2 --weights ") for r in records)
+        ("tiny_net", "finetune", "ok"), ("tiny_net", "transfer", "ok"), ("tiny_scratch", "baseline", "ok")]
+    assert all(r.provenance.command.startswith("python -m bench run --backbone tiny_scratch tiny_net mobilenet_v2 --weights ") for r in records)
     for name in ("README.md", "summary.csv", "accuracy_by_stage.png", "accuracy_vs_throughput.png", "training_curves.png"):
         assert (out / name).stat().st_size > 0
-    assert "Command(s): `python -m bench run --backbone small_cnn tiny_net" in (out / "README.md").read_text()
+    assert "Command(s): `python -m bench run --backbone tiny_scratch tiny_net" in (out / "README.md").read_text()
     assert list((out / "artifacts").glob("*transfer*.head.weights.h5"))
 
 
-def test_resume_skips_ok_cells_reruns_a_cell_whose_settings_changed_and_the_report_keeps_both(real_run, tmp_path):
+def test_resume_skips_ok_cells_reruns_a_cell_whose_settings_changed_and_the_report_keeps_both(real_run, tmp_path, tiny_backbones):
     import shutil
 
     out = tmp_path / "out"
     shutil.copytree(real_run.out, out)
-    argv = ["run", "--backbone", "small_cnn", "--data", "synthetic", "--profile", "quick", "--out", out, "--cache-dir", real_run.cache, "--resume"]
+    argv = ["run", "--backbone", "tiny_scratch", "--data", "synthetic", "--profile", "quick", "--out", out, "--cache-dir", real_run.cache, "--resume"]
     same = run_cli(*argv)
     assert same.returncode == 0 and "1 of 1 cells already have an ok record; running 0" in same.stderr, same.stderr[-1500:]
     assert len(read_records(out).records) == 3
     changed = run_cli(*argv, "--batch-size", "64")
     assert changed.returncode == 0, changed.stderr[-1500:]
     assert "already have an ok record" not in changed.stderr
-    small = [r for r in read_records(out).records if r.backbone == "small_cnn"]
-    assert [r.identity["batch_size"] for r in small] == [128, 64]
+    baseline = [r for r in read_records(out).records if r.backbone == "tiny_scratch"]
+    assert [r.identity["batch_size"] for r in baseline] == [128, 64]
     text = (out / "README.md").read_text()
-    assert text.count("| small_cnn") == 2 * 2  # two rows in the accuracy table and two in the cost table
+    assert text.count("| tiny_scratch") == 2 * 2  # two rows in the accuracy table and two in the cost table
     assert "batch 64" in text
 
 
@@ -272,7 +272,7 @@ def test_shards_partition_the_grid_and_keep_finetune_with_transfer():
 
     args = build_parser().parse_args(["run", "--all", "--data", "synthetic", "--seeds", "3", "--image-size", "32", "48"])
     cells, _ = plan_cells(args, native_size=32)
-    assert {c.seed for c in cells} == {0, 1, 2} and len(cells) == 3 * 2 * 7 - 3  # baseline keeps its one native size
+    assert {c.seed for c in cells} == {0, 1, 2} and len(cells) == 3 * 2 * 17 - 3  # 17 cells per seed and size; baseline keeps its one native size
     listed, _ = plan_cells(build_parser().parse_args(["run", "--backbone", "small_cnn", "--data", "synthetic", "--seeds", "7", "0"]), native_size=32)
     assert [c.seed for c in listed] == [0, 7]
     shards = [shard_cells(cells, i, 4) for i in range(4)]
@@ -355,7 +355,7 @@ def test_a_backbone_without_a_weights_file_is_skipped_with_one_line(real_run):
                         "put that file there, or pass --weights none to run from random init"]
     records = read_records(real_run.out).records
     assert sorted((r.backbone, r.weights) for r in records) == [
-        ("small_cnn", "none"), *[("tiny_net", str((real_run.weights / "tiny_net.weights.h5").resolve()))] * 2]
+        *[("tiny_net", str((real_run.weights / "tiny_net.weights.h5").resolve()))] * 2, ("tiny_scratch", "none")]
 
 
 def test_a_run_shows_each_phase_and_epoch_as_lines_when_not_a_terminal(real_run):
@@ -376,4 +376,4 @@ def test_tensorflow_lines_go_to_the_logs_not_the_terminal(real_run):
     assert not TF_LOG_LINE.search(result.stdout + result.stderr), (result.stdout + result.stderr)[-2000:]
     # The parent imported TensorFlow to check the weights file: its lines are kept under OUT/logs/.
     parent_log = (real_run.out / "logs" / "parent.log").read_text()
-    assert parent_log.startswith("--- python -m bench run --backbone small_cnn tiny_net mobilenet_v2") and TF_LOG_LINE.search(parent_log)
+    assert parent_log.startswith("--- python -m bench run --backbone tiny_scratch tiny_net mobilenet_v2") and TF_LOG_LINE.search(parent_log)
