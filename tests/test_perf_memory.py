@@ -60,7 +60,30 @@ def test_the_time_ratio_is_of_medians_so_one_slow_run_does_not_decide_it():
     assert growth.time_ratio == pytest.approx(32.0 / 20.0)
 
 
+def test_perf_memory_drives_its_cells_and_writes_the_table(tmp_path, tiny_backbones, monkeypatch):
+    """The real driver, cells and table, with each cell run in this process instead of a child
+    of its own (twelve TensorFlow processes); the slow test below runs them isolated, as a user's run does."""
+    from bench import perf
+    from bench.isolation import run_cell_safely
+
+    monkeypatch.setattr(perf, "run_isolated", lambda cell, out_dir, cache_dir, options, *rest: run_cell_safely(cell, out_dir, cache_dir, options))
+    code = main(["perf", "--memory", "--backbone", "tiny_net", "--data", "synthetic", "--image-size", "32", "--train-images", "100", "300", "--epochs", "1",
+                 "--timing-runs", "1", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    text = (tmp_path / "out" / "perf-memory.md").read_text()
+    for stage in ("transfer", "finetune"):
+        assert re.search(rf"`tiny_net` {stage}: peak memory growth 300/100 training images: \d+\.\d\dx", text), text
+        assert re.search(rf"`tiny_net` {stage}: cached training time vs in-memory path: \d+\.\d\dx", text), text
+    rows = [line for line in text.splitlines() if line.startswith("| `tiny_net`")]
+    # Per stage: both sizes, then one timed run of each loader at the largest.
+    assert len(rows) == 8 and [re.split(r" *\| *", row)[4:7] for row in rows[:4]] == [
+        ["per batch", "", "100"], ["per batch", "", "300"], ["per batch", "1", "300"], ["in-memory (old)", "1", "300"]], text
+    assert not (tmp_path / "cache" / "features").exists()
+
+
+@pytest.mark.slow
 def test_perf_memory_prints_the_ratios_and_writes_the_table(tmp_path, tiny_backbones):
+    """As a user runs it: every cell in a child process of its own (twelve here). Slow."""
     result = run_cli("perf", "--memory", "--backbone", "tiny_net", "--data", "synthetic", "--image-size", "32", "--train-images", "100", "300", "--epochs", "1",
                      "--timing-runs", "2", "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
     assert result.returncode == 0, result.stderr
