@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.cache_entries import check_free_space, open_entry, remove_stale_temporaries, write_entry
 from bench.errors import UsageError
+from bench.keras_home import keras_cache_dir
 from bench.rows import RowView
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -100,7 +101,7 @@ def _load_cifar10() -> RawData:
     except Exception as error:  # offline: urllib raises several different types
         raise UsageError(
             f"could not download CIFAR-10 ({type(error).__name__}): save https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
-            "as ~/.keras/datasets/cifar-10-batches-py-target_archive (Keras's cache name for it), or pass --data DIR "
+            f"as {keras_cache_dir() / 'datasets' / 'cifar-10-batches-py-target_archive'} (Keras's cache name for it), or pass --data DIR "
             "with an image-folder copy (DIR/train/<class>/*, DIR/test/<class>/*)"
         ) from None
     names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -62,9 +62,12 @@ def atomic_path(path: Path):
             # A replaced file keeps its permissions (a README the user made group-writable stays so).
             os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename in (None, str(temporary)):
+            # A write's error names no file, or only our temporary: name the file the caller asked for.
+            error.filename = str(path)
         raise
     _fsync_folder(path.parent)
 

@@ -71,3 +71,22 @@ def scratch_file() -> BinaryIO:
     except OSError:
         return open(os.devnull, "w+b")
 
+
+
+def reopen_closed_standard_streams() -> None:
+    """Put the null device on standard descriptors 0-2 that were closed at start (``2>&-``).
+
+    Otherwise the next file opened takes the free number: TensorFlow's fd-2 lines, a child's
+    output, or the fd-2 redirection of ``native_output_to`` would land in it (or fail), and
+    Python, having set ``sys.stderr`` to None, would end on an error it cannot print.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, os.fdopen(os.dup(fd), mode, buffering=1 if mode == "w" else -1, encoding="utf-8", errors="replace"))

@@ -138,12 +138,13 @@ def test_large_images_are_allowed_by_their_flag(tmp_path, capsys):
 
 
 def test_data_dot_records_the_folders_real_name(tmp_path, monkeypatch):
-    from bench.cli import build_parser, plan_cells
+    from bench.cli import build_parser
+    from bench.plan import RunRequest, plan_cells
 
     root = _tree(tmp_path)
     monkeypatch.chdir(root)
     args = build_parser().parse_args(["run", "--backbone", "small_cnn", "--data", "."])
-    cells, _ = plan_cells(args, native_size=32)
+    cells, _ = plan_cells(RunRequest.from_args(args), native_size=32)
     assert cells[0].data == str(root.resolve()) and cells[0].dataset_label == "data"
     # The name labels the data; the key holds only what the identity does (its content).
     assert cells[0].key.split("/")[5] == "folder"

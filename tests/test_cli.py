@@ -108,11 +108,12 @@ def test_weights_file_for_another_architecture(tmp_path, out_with_records, capsy
 
 
 def test_weights_dir_skips_the_pretrained_stages_of_backbones_without_a_file(tmp_path):
-    from bench.cli import build_parser, plan_cells
+    from bench.cli import build_parser
+    from bench.plan import RunRequest, plan_cells
 
     (tmp_path / "mobilenet_v2.weights.h5").write_bytes(b"")  # planning only looks for the file; the preflight reads it
     args = build_parser().parse_args(["run", "--all", "--weights", str(tmp_path), "--data", "synthetic", "--profile", "quick"])
-    cells, lines = plan_cells(args, native_size=32)
+    cells, lines = plan_cells(RunRequest.from_args(args), native_size=32)
     skips = [line for line in lines if line.startswith("skipped ")]
     # No cell from random init by accident; transfer before its finetune.
     assert [(c.backbone, c.stage, c.weights) for c in cells] == [
@@ -133,22 +134,24 @@ def test_weights_dir_skips_the_pretrained_stages_of_backbones_without_a_file(tmp
 @pytest.mark.parametrize("argv", [["--weights", "none"], []])
 def test_weights_none_or_synthetic_data_still_runs_every_stage_from_random_init(argv):
     """An explicit --weights none is an ablation; synthetic data defaults to it."""
-    from bench.cli import build_parser, plan_cells
+    from bench.cli import build_parser
+    from bench.plan import RunRequest, plan_cells
 
-    cells, lines = plan_cells(build_parser().parse_args(["run", "--all", "--data", "synthetic", *argv]), native_size=32)
+    cells, lines = plan_cells(RunRequest.from_args(build_parser().parse_args(["run", "--all", "--data", "synthetic", *argv])), native_size=32)
     assert len(cells) == 17 and {c.weights for c in cells} == {"none"} and not [line for line in lines if line.startswith("skipped ")]
 
 
 def test_imagenet_for_a_backbone_without_imagenet_weights_is_skipped():
     from backbones import register_backbone, unregister_backbone
-    from bench.cli import build_parser, plan_cells
+    from bench.cli import build_parser
+    from bench.plan import RunRequest, plan_cells
 
     @register_backbone(name="no_imagenet_net", default_image_size=32, has_imagenet_weights=False)
     def builder(input_shape, weights=None):
         raise AssertionError("planning must not build a backbone")
 
     try:
-        cells, skips = plan_cells(build_parser().parse_args(["run", "--backbone", "no_imagenet_net", "small_cnn", "--weights", "imagenet"]), native_size=32)
+        cells, skips = plan_cells(RunRequest.from_args(build_parser().parse_args(["run", "--backbone", "no_imagenet_net", "small_cnn", "--weights", "imagenet"])), native_size=32)
     finally:
         unregister_backbone("no_imagenet_net")
     assert [c.backbone for c in cells] == ["small_cnn"]
@@ -268,12 +271,13 @@ def test_perf_prints_ratios_and_writes_perf_md(tmp_path, tiny_backbones):
 
 
 def test_shards_partition_the_grid_and_keep_finetune_with_transfer():
-    from bench.cli import build_parser, plan_cells, shard_cells
+    from bench.cli import build_parser
+    from bench.plan import RunRequest, plan_cells, shard_cells
 
     args = build_parser().parse_args(["run", "--all", "--data", "synthetic", "--seeds", "3", "--image-size", "32", "48"])
-    cells, _ = plan_cells(args, native_size=32)
+    cells, _ = plan_cells(RunRequest.from_args(args), native_size=32)
     assert {c.seed for c in cells} == {0, 1, 2} and len(cells) == 3 * 2 * 17 - 3  # 17 cells per seed and size; baseline keeps its one native size
-    listed, _ = plan_cells(build_parser().parse_args(["run", "--backbone", "small_cnn", "--data", "synthetic", "--seeds", "7", "0"]), native_size=32)
+    listed, _ = plan_cells(RunRequest.from_args(build_parser().parse_args(["run", "--backbone", "small_cnn", "--data", "synthetic", "--seeds", "7", "0"])), native_size=32)
     assert [c.seed for c in listed] == [0, 7]
     shards = [shard_cells(cells, i, 4) for i in range(4)]
     assert sorted(c.key for s in shards for c in s) == sorted(c.key for c in cells)

@@ -108,11 +108,12 @@ def test_unwritable_out_is_refused(tmp_path, capsys):
 
 
 def test_image_folder_sets_native_size_and_classes(tmp_path):
-    from bench.cli import build_parser, plan_costs
+    from bench.cli import build_parser
+    from bench.plan import CostRequest, plan_costs
 
     tree = _square_tree(tmp_path / "flowers", size=(48, 48))
     args = build_parser().parse_args(["cost", "--backbone", "small_cnn", "mobilenet_v2", "--batch-size", "8", "16", "--data", str(tree)])
-    configs = plan_costs(args)
+    configs = plan_costs(CostRequest.from_args(args))
     # small_cnn trains from scratch at the data's native size; mobilenet_v2 runs at its own.
     assert [(c.backbone, c.image_size, c.batch_size) for c in configs] == [("small_cnn", 48, 8), ("small_cnn", 48, 16), ("mobilenet_v2", 128, 8), ("mobilenet_v2", 128, 16)]
     assert {(c.native_size, c.num_classes, c.dataset) for c in configs} == {(48, 3, "flowers")}

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from bench import grid
-from bench.cli import build_parser, main, plan_cells
+from bench.cli import build_parser, main
 from bench.compare import compare
+from bench.plan import RunRequest, plan_cells
 from bench.grid import EXEMPT_FIELDS, IDENTITY_FIELDS, Cell
 from bench.records import RUNS_FILE, append_record, read_records
 from bench.loading import load
@@ -158,7 +159,7 @@ def test_activation_cache_key_is_the_named_subset(sources):
 
 
 def _plan(*argv):
-    return plan_cells(build_parser().parse_args(["run", *argv]), native_size=32)
+    return plan_cells(RunRequest.from_args(build_parser().parse_args(["run", *argv])), native_size=32)
 
 
 def test_effective_epochs_are_the_identity_and_the_cap_is_noted():
