@@ -191,12 +191,14 @@ def test_cheap_checks_come_before_any_download(argv, message, monkeypatch, tmp_p
 def test_imagenet_download_failure_says_where_to_put_the_file(monkeypatch, out_with_records, capsys):
     import keras
 
+    from bench.keras_home import keras_cache_dir
+
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure on https://storage.example/keras-applications/mobilenet_v2_no_top.h5: None -- Name or service not known")
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
     code, err = _error(capsys, "run", "--backbone", "mobilenet_v2", "--weights", "imagenet", "--data", "synthetic", "--out", out_with_records)
-    assert code == 2 and "place mobilenet_v2_no_top.h5 from https://" in err and "~/.keras/models/" in err
+    assert code == 2 and "place mobilenet_v2_no_top.h5 from https://" in err and f"in {keras_cache_dir() / 'models'}/," in err
 
 
 def test_out_folder_not_writable(tmp_path, capsys):

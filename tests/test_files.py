@@ -114,6 +114,7 @@ def test_full_disk_during_report_readme_keeps_the_users_readme(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and result.stderr.strip().endswith(errors[0])
     assert "could not write the report" in errors[0] and "File too large" in errors[0]
+    assert f"report file {readme}:" in errors[0]  # the file that failed, not the --out folder
     assert readme.read_text() == original
     # Everything the report writes before the project README is whole and new.
     assert "## Winners" in (out / "README.md").read_text() and (out / "summary.csv").stat().st_size > 0
