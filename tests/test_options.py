@@ -80,8 +80,10 @@ def test_valid_thresholds_still_compare(tmp_path, capsys):
 
 @pytest.mark.parametrize("option", ["--cpus-per-cell", "--gpus-per-cell"])
 @pytest.mark.parametrize("text", ["nan", "-1"])
-def test_ray_resources_are_validated(option, text, capsys):
-    code, err = _exit_code_and_error(capsys, "run", "--backbone", "small_cnn", "--data", "synthetic", option, text)
+def test_ray_resources_are_validated(option, text, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    # An --out that cannot be made: code that lets the value through stops there instead of running.
+    code, err = _exit_code_and_error(capsys, "run", "--backbone", "small_cnn", "--data", "synthetic", option, text, "--out", tmp_path / "file" / "out")
     assert code == 2 and err.count("\n") == 0 and f"{option}: expected a finite number of 0 or more" in err, err
 
 
@@ -124,8 +126,9 @@ def test_repeated_stages_all_run():
     assert [c.stage for c in cells] == ["transfer", "finetune"]
 
 
-def test_repeated_seeds_are_refused_rather_than_guessed(capsys):
-    code, err = _exit_code_and_error(capsys, "run", "--backbone", "small_cnn", "--data", "synthetic", "--seeds", "3", "--seeds", "5")
+def test_repeated_seeds_are_refused_rather_than_guessed(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    code, err = _exit_code_and_error(capsys, "run", "--backbone", "small_cnn", "--data", "synthetic", "--seeds", "3", "--seeds", "5", "--out", tmp_path / "file" / "out")
     assert code == 2 and err.count("\n") == 0 and "--seeds given twice" in err, err
 
 
