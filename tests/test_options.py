@@ -311,14 +311,14 @@ def test_an_unwritable_keras_home_is_named_as_keras_falls_back_to_tmp(tmp_path, 
 def test_a_full_disk_under_readme_names_the_readme_not_the_out_folder(tmp_path, monkeypatch, capsys):
     import os
 
-    from bench import files, report
+    from bench import files, publish
 
     out = tmp_path / "out"
     out.mkdir()
     shutil.copy(FIXTURE, out / RUNS_FILE)
     readme = tmp_path / "docs" / "README.md"
     readme.parent.mkdir()
-    original = f"# Project\n\n{report.README_START}\nold\n{report.README_END}\n"
+    original = f"# Project\n\n{publish.README_START}\nold\n{publish.README_END}\n"
     readme.write_text(original)
     replace = os.replace
 
@@ -329,6 +329,7 @@ def test_a_full_disk_under_readme_names_the_readme_not_the_out_folder(tmp_path, 
 
     monkeypatch.setattr(files.os, "replace", full_disk_for_the_readme)
     code, err = _exit_code_and_error(capsys, "report", "--out", out, "--readme", readme)
-    assert code == 1 and err.count("\n") == 0, err
-    assert f"could not write the report file {readme}: No space left on device" in err and f"--readme {readme}" in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, err
+    assert f"could not write the report file {readme}: No space left on device" in errors[0] and f"--readme {readme}" in errors[0], err
     assert readme.read_text() == original
