@@ -221,9 +221,10 @@ def test_conv_depthwise_and_batchnorm_transposes_compute_what_torch_would():
 
 
 def _plan(*argv):
-    from bench.cli import build_parser, plan_cells
+    from bench.cli import build_parser
+    from bench.plan import RunRequest, plan_cells
 
-    return plan_cells(build_parser().parse_args(["run", *argv]), native_size=32)
+    return plan_cells(RunRequest.from_args(build_parser().parse_args(["run", *argv])), native_size=32)
 
 
 def test_imagenet_resolves_to_the_packages_file_and_its_hash_names_the_cell(tmp_path):
