@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.loading import load
+from bench.loading import load_apart
 from bench.stats import records_frame, summarize
 
 ENVIRONMENT_COLUMNS = ("cpu", "gpu", "tf_version", "keras_version")
@@ -77,7 +77,7 @@ def _environments(frame: pd.DataFrame) -> dict[str, set[str]]:
 
 def compare(old: Path, new: Path, fail_threshold_percent: float = 5.0, accuracy_threshold_points: float = 1.0) -> Comparison:
     """Compare two output folders or ``runs.jsonl`` files cell by cell."""
-    old_frame, new_frame = (records_frame(load([path])[0]) for path in (old, new))
+    old_frame, new_frame = (records_frame(records) for records in load_apart([old, new]))
     old_summary, new_summary = summarize(old_frame), summarize(new_frame)
     old_rows = {r["group"]: r for _, r in old_summary.iterrows()} if not old_summary.empty else {}
     new_rows = {r["group"]: r for _, r in new_summary.iterrows()} if not new_summary.empty else {}

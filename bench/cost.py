@@ -177,10 +177,7 @@ def run_costs(
     log = log or sys.stderr
     out_dir = Path(out_dir)
     todo = still_to_do(configs, out_dir, COSTS, resume, log, "measurements")
-    skipped = len(configs) - len(todo)
     records: list[CostRecord] = []
-    if not todo:
-        return CostRun(records, skipped)
     with SweepView(len(todo), log) as view:
         for number, config in enumerate(todo, 1):
             view.started(config)
@@ -190,4 +187,4 @@ def run_costs(
             view.finished(config, record)
             if describe:
                 view.say(describe(number, len(todo), record))
-    return CostRun(records, skipped)
+    return CostRun(records, skipped=len(configs) - len(todo))

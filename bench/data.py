@@ -8,21 +8,19 @@ evaluated, never used for a choice.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from bench.cache_entries import check_free_space, open_entry, remove_stale_temporaries, write_entry
 from bench.errors import UsageError
+from bench.image_files import common_size, decode, list_split
 from bench.keras_home import keras_cache_dir
 from bench.rows import RowView
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "bench"))
 
 
@@ -131,141 +129,6 @@ def make_synthetic(train_per_class: int = 60, test_per_class: int = 20, num_clas
     return RawData("synthetic", tuple(f"class_{i}" for i in range(num_classes)), x_train, y_train, x_test, y_test)
 
 
-def _image_files(class_dir: Path) -> list[Path]:
-    """Every image below a class folder, sub-folders included, sorted by relative path.
-
-    Nested folders are read, not dropped: ``train/cat/indoor/1.png`` is a ``cat``. A
-    symbolic link to a folder is followed once (a link loop is not walked again).
-
-    Raises:
-        UsageError: an image is a broken symbolic link.
-    """
-    def unreadable(error: OSError):
-        raise UsageError(f"cannot list {error.filename}: {error.strerror}; fix its permissions or remove it")
-
-    found, seen = [], set()
-    for folder, subfolders, names in os.walk(class_dir, onerror=unreadable, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        for name in names:
-            path = Path(folder) / name
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if not path.exists():
-                raise UsageError(f"image {path} is a broken symbolic link (to {os.readlink(path)}); remove the link or restore its target")
-            found.append(path)
-    # Sorted by name: nothing downstream may depend on the order files were written in.
-    return sorted(found, key=lambda p: p.relative_to(class_dir).parts)
-
-
-def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
-    split_dir = root / split
-    if not split_dir.is_dir():
-        raise UsageError(f"data folder {root} has no {split}/ subfolder; expected {root}/train/<class>/* and {root}/test/<class>/*")
-    classes = {}
-    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        classes[class_dir.name] = _image_files(class_dir)
-    if not classes or not any(classes.values()):
-        raise UsageError(f"data folder {split_dir} holds no images; expected {split_dir}/<class>/*.jpg (or .png)")
-    empty = [name for name, files in classes.items() if not files]
-    if empty:
-        raise UsageError(f"class folder(s) {', '.join(empty)} in {split_dir} hold no images; add images or remove the folder")
-    return classes
-
-
-@contextlib.contextmanager
-def _open_image(file: Path):
-    """``PIL.Image.open``, with every way a file can be unreadable turned into one line naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x its pixel limit: refuse those too, before decoding.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as image:
-                yield image
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise UsageError(
-            f"image {file} is too large to decode safely ({error}); shrink it below {Image.MAX_IMAGE_PIXELS:,} pixels or remove it"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UsageError(f"cannot read image {file}: {error}; delete or replace the file") from None
-
-
-def _to_rgb(image, file: Path) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` of a Pillow image of any mode.
-
-    Pillow's own conversion clips wide modes (a 16-bit PNG becomes almost white), so they
-    are scaled: 16-bit (``I;16*``, and ``I`` holding 16-bit values) by 255/65535; float
-    (``F``) from 0-1 by 255, or taken as is where values reach past 1 (0-255). Transparent
-    images (alpha, or a palette or colour with a transparent entry) are composited over white.
-    """
-    from PIL import Image
-
-    mode = image.mode
-    if mode == "I" or mode.startswith("I;16") or mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-        if mode == "F":
-            scale = 255.0 if high <= 1.0 else 1.0
-            if low < 0 or high * scale > 255:
-                raise UsageError(f"image {file} holds float values from {low:g} to {high:g}; expected 0-1 or 0-255; rescale it")
-        else:
-            if low < 0 or high > 65535:
-                raise UsageError(f"image {file} holds {mode} values from {low:g} to {high:g}, beyond 16 bits; convert it to 8 or 16 bits")
-            scale = 255.0 / 65535.0
-        gray = np.rint(values * scale).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"), dtype=np.uint8)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _decode(files: list[Path], size: tuple[int, int] | None) -> np.ndarray:
-    from PIL import Image
-
-    images = []
-    for file in files:
-        with _open_image(file) as image:
-            try:
-                pixels = _to_rgb(image, file)
-            except (OSError, SyntaxError, ValueError) as error:  # truncated data, or a mode Pillow cannot convert
-                raise UsageError(f"cannot read image {file} (mode {image.mode}): {error}; delete or replace the file") from None
-        if size and (pixels.shape[1], pixels.shape[0]) != size:
-            pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR), dtype=np.uint8)
-        images.append(pixels)
-    return np.stack(images)
-
-
-def _common_size(files: list[Path]) -> tuple[int, int]:
-    """The most common (width, height); other sizes are resized to it.
-
-    Raises:
-        UsageError: an image is unreadable or too large to decode safely, or its shape is too
-            far from the common one for a resize to keep it recognisable (aspect ratio off by
-            more than 2x, or under 8 px).
-    """
-    sizes: dict[tuple[int, int], list[Path]] = {}
-    for file in files:
-        with _open_image(file) as image:
-            sizes.setdefault(image.size, []).append(file)
-    # Ties broken by size itself, not by which file came first.
-    common = max(sizes, key=lambda s: (len(sizes[s]), s))
-    common_ratio = common[0] / common[1]
-    for (width, height), members in sorted(sizes.items()):
-        ratio = (width / height) / common_ratio
-        if min(width, height) < 8 or not 0.5 <= ratio <= 2:
-            raise UsageError(
-                f"image {members[0]} is {width}x{height} but most images are {common[0]}x{common[1]}: too different to resize "
-                "to a common size; crop or remove such images"
-            )
-    return common
-
-
 def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR, notes: list[str] | None = None) -> RawData:
     """Read ``root/train/<class>/*`` and ``root/test/<class>/*``: labels from the listing, images as
     memory-mapped uint8 arrays.
@@ -276,7 +139,7 @@ def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR, notes: li
     and decoded a chunk at a time: memory never holds more than a chunk of them.
     """
     root = root.resolve()
-    train, test = _list_split(root, "train"), _list_split(root, "test")
+    train, test = list_split(root, "train"), list_split(root, "test")
     if set(train) != set(test):
         raise UsageError(
             f"train/ and test/ in {root} have different classes (only in train: {sorted(set(train) - set(test))}, "
@@ -293,34 +156,20 @@ def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR, notes: li
         key.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     folder = Path(cache_dir) / "datasets"
     remove_stale_temporaries(folder)
-    arrays, common_size = {}, None
+    arrays, size = {}, None
     for split_name, split in (("train", train), ("test", test)):
         files = [f for name in class_names for f in split[name]]
         entry = folder / f"{root.name}-{key.hexdigest()[:16]}.x_{split_name}.npy"
         images = open_entry(entry, len(files), "uint8", notes=notes)
         if images is None:
-            common_size = common_size or _common_size(all_files)
-            _decode_to_entry(files, common_size, entry)
+            size = size or common_size(all_files)
+            _decode_to_entry(files, size, entry)
             images = open_entry(entry, len(files), "uint8", notes=notes)
             if images is None:
                 raise UsageError(f"the decoded dataset {entry} was damaged as it was written; check the disk under {folder}")
         arrays[f"x_{split_name}"] = images
         arrays[f"y_{split_name}"] = np.concatenate([np.full(len(split[name]), i, np.int64) for i, name in enumerate(class_names)])
     return RawData(str(root), class_names, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
-
-
-def image_folder_shape(root: Path) -> tuple[tuple[str, ...], tuple[int, int]]:
-    """(class names, most common (width, height)) of an image-folder tree, from the files'
-    headers alone: nothing is decoded, so it costs the same for any dataset size.
-
-    Raises:
-        UsageError: as ``load_image_folder`` does for a malformed tree or an unreadable image.
-    """
-    root = Path(root).resolve()
-    train, test = _list_split(root, "train"), _list_split(root, "test")
-    if set(train) != set(test):
-        raise UsageError(f"train/ and test/ in {root} have different classes; make the class folders match")
-    return tuple(sorted(train)), _common_size([f for split in (train, test) for files in split.values() for f in files])
 
 
 # Bumped whenever decoding changes what an image becomes; part of the dataset cache's key.
@@ -331,14 +180,14 @@ DECODE_CHUNK = 512
 
 def _decode_to_entry(files: list[Path], size: tuple[int, int], entry: Path) -> None:
     """Decode ``files`` a chunk at a time into the cache entry ``entry``."""
-    first = _decode(files[:DECODE_CHUNK], size)
+    first = decode(files[:DECODE_CHUNK], size)
     shape = (len(files), *first.shape[1:])
     check_free_space(entry.parent, int(np.prod(shape, dtype=np.int64)), f"the decoded images of {len(files):,} files")
 
     def fill(array):
         array[: len(first)] = first
         for start in range(DECODE_CHUNK, len(files), DECODE_CHUNK):
-            array[start : start + DECODE_CHUNK] = _decode(files[start : start + DECODE_CHUNK], size)
+            array[start : start + DECODE_CHUNK] = decode(files[start : start + DECODE_CHUNK], size)
 
     try:
         write_entry(entry, shape, "uint8", fill)
@@ -405,19 +254,3 @@ def pool_images_for(train_images: int, num_classes: int, val_fraction: float) ->
     while per_class - min(per_class - 1, max(1, round(val_fraction * per_class))) < train_images / num_classes:
         per_class += 1
     return per_class * num_classes
-
-
-def content_fingerprint(root: Path) -> str:
-    """A hash of an image folder's content: every file's path relative to ``root`` and its bytes.
-
-    The folder's own name and location are left out, so a renamed or moved copy has the same
-    fingerprint, and a changed, added or removed image gives another.
-    """
-    digest = hashlib.sha256()
-    root = Path(root).resolve()
-    for split in ("train", "test"):
-        for file in sorted((root / split).rglob("*")):
-            if file.is_file():
-                digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0".encode())
-                digest.update(file.read_bytes())
-    return "sha256:" + digest.hexdigest()[:16]

@@ -247,7 +247,7 @@ _FINGERPRINTS: dict = {}
 def dataset_fingerprint(source: str) -> str:
     """The data's content: Keras's CIFAR-10 (hash-checked by Keras), the synthetic set, or a
     folder's relative file paths and bytes, so a renamed copy keeps its identity."""
-    from bench.data import content_fingerprint
+    from bench.image_files import content_fingerprint
 
     if source in ("cifar10", "synthetic"):
         return source

@@ -29,6 +29,16 @@ def load(sources) -> tuple[list[Record], int]:
     return list(latest_by_key(loaded.records).values()), loaded.bad_lines
 
 
+def load_apart(sources) -> list[list[Record]]:
+    """``load`` for each source on its own (``compare``'s two sides); every source is read before
+    anything is said, so an unreadable one is the only line.
+
+    Raises:
+        UsageError: a file has lines but no readable record.
+    """
+    return [list(latest_by_key(loaded.records).values()) for loaded in record_store.load_each(list(map(Path, sources)), RUNS)]
+
+
 def load_cost(sources) -> tuple[pd.DataFrame, int]:
     """The latest cost record per key across folders (their ``cost.jsonl``) or ``cost.jsonl``
     files, as a frame ordered by backbone, size and batch; and the bad-line count.

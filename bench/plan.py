@@ -250,7 +250,7 @@ def cost_input_shape(data: str) -> tuple[int, int, str]:
     """(native size, classes, label) of what ``bench cost`` feeds: CIFAR-10's shape, or a folder's."""
     if data in ("synthetic", "cifar10"):
         return 32, 10, data
-    from bench.data import image_folder_shape
+    from bench.image_files import image_folder_shape
 
     path = Path(data)
     if not path.is_dir():

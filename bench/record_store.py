@@ -267,34 +267,40 @@ def _say(log, text: str) -> None:
         print(text, file=log, flush=True)
 
 
-def load(sources, kind: RecordKind, log=None) -> Loaded:
-    """The records of ``kind`` across folders or files, as every command reads them.
+def load_each(sources, kind: RecordKind, log=None) -> list[Loaded]:
+    """The records of ``kind`` in each folder or file apart, as every command reads them.
 
-    Skipped and mapped lines are said on ``log`` (default stderr), one line per file.
+    Every source is read and checked before anything is said, so an unreadable one is the
+    only line its command prints; then skipped and mapped lines are said on ``log`` (default
+    stderr), one line per file.
 
     Raises:
         UsageError: a file has lines but none of them is a record of ``kind`` (exit 2: its
             records would otherwise vanish from every table in silence).
     """
     log = log or sys.stderr
-    records, bad, upgraded, paths = [], 0, 0, ()
-    for source in sources:
-        loaded = read(source, kind)
+    each = [read(source, kind) for source in sources]
+    for loaded in each:
         for path in loaded.paths:
             if loaded.bad_lines and not loaded.records:
                 raise UsageError(
                     f"{path}: none of its {loaded.bad_lines} line(s) is a readable {kind.name} record (malformed, or written by an "
                     "incompatible version); repair the lines or move the file aside, then rerun"
                 )
+    for loaded in each:
+        for path in loaded.paths:
             if loaded.bad_lines:
                 _say(log, f"warning: {path}: skipped {loaded.bad_lines} malformed line(s); read {len(loaded.records)} {kind.name} record(s)")
             if loaded.upgraded:
                 _say(log, f"note: {path}: {loaded.upgraded} {kind.name} record(s) written by an earlier version, mapped onto today's fields")
-        records += loaded.records
-        bad += loaded.bad_lines
-        upgraded += loaded.upgraded
-        paths += loaded.paths
-    return Loaded(records, bad, upgraded, paths)
+    return each
+
+
+def load(sources, kind: RecordKind, log=None) -> Loaded:
+    """``load_each``'s records of every source together."""
+    each = load_each(sources, kind, log)
+    return Loaded([r for loaded in each for r in loaded.records], sum(loaded.bad_lines for loaded in each),
+                  sum(loaded.upgraded for loaded in each), tuple(path for loaded in each for path in loaded.paths))
 
 
 def latest_by_key(records: list) -> dict:
