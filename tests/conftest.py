@@ -93,3 +93,16 @@ def real_run(tmp_path_factory) -> RealRun:
             "--image-size", "32", "--out", str(root / "out"), "--cache-dir", str(root / "cache"))
     result = run_cli(*argv, env={"BENCH_BACKBONE_MODULES": "tiny_backbones"}, timeout=1800)
     return RealRun(root, root / "out", root / "cache", weights, argv, result)
+
+
+# Built-ins whose per-backbone checks cost several seconds of graph building each, and whose
+# code path another default-suite backbone already exercises (keras.applications wrappers like
+# mobilenet_v2's; EfficientNet-Lite1 to 4 are Lite0's builder with other multipliers): their
+# parametrized checks run in the slow suite (CI) only. Every other registered backbone,
+# plug-ins included, is checked by the default suite.
+HEAVY_BUILTINS = {"efficientnet_b0", "resnet50", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3", "efficientnet_lite4"}
+
+
+def per_backbone(params, name_of=lambda param: param):
+    """``params`` for ``pytest.mark.parametrize``, with the heavy built-ins' marked slow."""
+    return [pytest.param(*(p if isinstance(p, tuple) else (p,)), marks=pytest.mark.slow) if name_of(p) in HEAVY_BUILTINS else p for p in params]

@@ -9,6 +9,7 @@ import pytest
 from backbones import BackboneLookupError, BackboneSpec, get_backbone, list_backbones, register_backbone, registry, unregister_backbone
 from bench.models import build_classifier, split_below_top, top_layers
 from bench.stages import STAGES
+from conftest import per_backbone
 
 LITES = tuple(f"efficientnet_lite{i}" for i in range(5))
 BUILTINS = ("efficientnet_b0", *LITES, "mobilenet_v2", "resnet50", "small_cnn")
@@ -69,7 +70,7 @@ def _build(name, stage_name, unfreeze=4):
     return build_classifier(spec, stage, native_size=32, image_size=32, num_classes=10, weights=None)
 
 
-@pytest.mark.parametrize("name", list_backbones())
+@pytest.mark.parametrize("name", per_backbone(list_backbones()))
 def test_backbone_builds_a_headless_feature_map(name):
     backbone = get_backbone(name).builder(input_shape=(32, 32, 3), weights=None)
     out = backbone(np.zeros((2, 32, 32, 3), "float32"))
@@ -80,7 +81,7 @@ def _weight_ids(weights):
     return {id(w) for w in weights}
 
 
-@pytest.mark.parametrize("name,stage", [(n, s) for n in list_backbones() for s in get_backbone(n).stages])
+@pytest.mark.parametrize("name,stage", per_backbone([(n, s) for n in list_backbones() for s in get_backbone(n).stages], name_of=lambda p: p[0]))
 def test_stage_trainable_weights(name, stage):
     clf = _build(name, stage)
     probs = clf.model(np.zeros((2, 32, 32, 3), "float32"))
@@ -103,7 +104,7 @@ def test_stage_trainable_weights(name, stage):
         assert all(not layer.trainable for layer in clf.backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
 
 
-@pytest.mark.parametrize("name", [n for n in list_backbones() if "finetune" in get_backbone(n).stages])
+@pytest.mark.parametrize("name", per_backbone([n for n in list_backbones() if "finetune" in get_backbone(n).stages]))
 def test_finetune_cut_reproduces_the_backbone(name):
     clf = _build(name, "finetune")
     bottom, top = split_below_top(clf.backbone, STAGES["finetune"].unfreeze_layers)

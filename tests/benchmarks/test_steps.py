@@ -1,8 +1,9 @@
 """pytest-benchmark suite: each backbone's inference step and each stage's training step.
 
-Timed with ``pytest tests/benchmarks --benchmark-only --benchmark-enable`` (``tox -e bench``).
-The default suite runs each once, untimed (``--benchmark-disable``), as a smoke test of the
-steps it times: the outputs are checked either way. Inputs are the backbone's default size,
+Timed with ``pytest tests/benchmarks -m slow --benchmark-only --benchmark-enable`` (``tox -e
+bench``). Every step builds a backbone at its default size (minutes for the whole registry), so
+they are slow-marked: the slow suite (CI) runs each once, untimed (``--benchmark-disable``), as a
+smoke test of the steps it times; the outputs are checked either way. Inputs are the backbone's default size,
 batch 32, random weights: the timing, not the accuracy, is the point. Compare runs with
 ``--benchmark-autosave`` / ``--benchmark-compare``.
 """
@@ -17,6 +18,8 @@ from backbones import get_backbone, list_backbones
 from bench.measure import compiled_forward
 from bench.models import build_classifier
 from bench.stages import STAGES
+
+pytestmark = pytest.mark.slow
 
 BATCH = 32
 NATIVE = 32  # CIFAR images; the model resizes to the backbone's size
