@@ -132,5 +132,5 @@ def test_cost_resume_run_twice_measures_nothing_the_second_time(tmp_path):
     assert first.returncode == 0, first.stderr
     lines, logs = (out / COST_FILE).read_bytes(), sorted((out / "logs").iterdir())
     second = run_cli("cost", "--backbone", "small_cnn", "--data", "synthetic", "--out", out, "--resume")
-    assert second.returncode == 0 and "measuring 0" in second.stderr, second.stderr
+    assert second.returncode == 0 and "1 of 1 measurements already have an ok record; running 0" in second.stderr, second.stderr
     assert (out / COST_FILE).read_bytes() == lines and sorted((out / "logs").iterdir()) == logs
