@@ -13,7 +13,6 @@ it, never part of it. Nothing here imports Keras.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 from bench.keys import cell_key
@@ -263,12 +262,10 @@ def weights_fingerprint(weights: str) -> str:
         return weights
     key = ("weights", str(Path(weights).resolve()))
     if key not in _FINGERPRINTS:
+        from backbones.registry import file_sha256
+
         # The content, not the path or timestamp: a copy, a re-mount or a `touch` keeps it.
-        sha = hashlib.sha256()
-        with open(weights, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                sha.update(block)
-        _FINGERPRINTS[key] = "sha256:" + sha.hexdigest()[:16]
+        _FINGERPRINTS[key] = "sha256:" + file_sha256(weights)[:16]
     return _FINGERPRINTS[key]
 
 
