@@ -3,7 +3,7 @@ memory-mapped cache entries), or synthetic data.
 
 Every source yields the same frozen ``Dataset`` of row views, read a batch at a time. The
 validation split is carved from train, stratified and seeded; the test split is only ever
-evaluated, never used for a choice.
+evaluated, never used for a choice, and a tuning trial loads none (``with_test=False``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Dataset:
     Train and validation are index sets into one pool (the official training images, or a
     profile's subset of them), so features computed once over the pool serve every split.
     No property copies images: ``x_train`` and ``x_val`` are views, read a batch at a time.
+    ``x_test`` and ``y_test`` are ``None`` where the test split was not loaded.
     """
 
     name: str
@@ -39,8 +40,8 @@ class Dataset:
     y_pool: np.ndarray
     train_index: np.ndarray
     val_index: np.ndarray
-    x_test: RowView
-    y_test: np.ndarray
+    x_test: RowView | None
+    y_test: np.ndarray | None
 
     @property
     def num_classes(self) -> int:
@@ -66,29 +67,38 @@ class Dataset:
     def y_val(self) -> np.ndarray:
         return self.y_pool[self.val_index]
 
+    def with_validation_in_training(self) -> "Dataset":
+        """The final fit's data: training on train and validation together (the validation
+        split stays as it is, for the per-epoch metrics, which then measure seen images)."""
+        return dataclasses.replace(self, train_index=np.sort(np.concatenate([self.train_index, self.val_index])))
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RawData:
-    """A source's official train/test split, before validation carving and subsetting."""
+    """A source's official train/test split, before validation carving and subsetting (the
+    test split ``None`` where it was not loaded)."""
 
     name: str
     class_names: tuple[str, ...]
     x_train: np.ndarray
     y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
 
 
-def load_raw(source: str, cache_dir: Path = DEFAULT_CACHE_DIR, notes: list[str] | None = None) -> RawData:
-    """Load ``cifar10``, ``synthetic`` or an image-folder directory."""
+def load_raw(source: str, cache_dir: Path = DEFAULT_CACHE_DIR, notes: list[str] | None = None, with_test: bool = True) -> RawData:
+    """Load ``cifar10``, ``synthetic`` or an image-folder directory; ``with_test=False`` leaves
+    the test split out (an image folder's ``test/`` is then not even listed)."""
     if source == "cifar10":
-        return _load_cifar10()
+        raw = _load_cifar10()
+        # Keras's loader reads the test batch with the training ones: it is dropped unseen.
+        return raw if with_test else dataclasses.replace(raw, x_test=None, y_test=None)
     if source == "synthetic":
-        return make_synthetic()
+        return make_synthetic(test_per_class=20 if with_test else 0)
     path = Path(source)
     if not path.is_dir():
         raise UsageError(f"--data {source!r} is neither 'cifar10', 'synthetic' nor a directory; pass one of those")
-    return load_image_folder(path, cache_dir, notes)
+    return load_image_folder(path, cache_dir, notes, with_test)
 
 
 def _load_cifar10() -> RawData:
@@ -107,7 +117,8 @@ def _load_cifar10() -> RawData:
 
 
 def make_synthetic(train_per_class: int = 60, test_per_class: int = 20, num_classes: int = 10, size: int = 32, seed: int = 1234) -> RawData:
-    """A small learnable dataset: each class is a coloured stripe pattern plus noise."""
+    """A small learnable dataset: each class is a coloured stripe pattern plus noise (no test
+    split with ``test_per_class=0``; the training images are the same either way)."""
     rng = np.random.default_rng(seed)
     palette = rng.uniform(40, 215, size=(num_classes, 3))
     rows = np.arange(size)[:, None]
@@ -125,55 +136,62 @@ def make_synthetic(train_per_class: int = 60, test_per_class: int = 20, num_clas
         return np.concatenate(images), np.concatenate(labels)
 
     x_train, y_train = draw(train_per_class)
-    x_test, y_test = draw(test_per_class)
+    x_test, y_test = draw(test_per_class) if test_per_class else (None, None)
     return RawData("synthetic", tuple(f"class_{i}" for i in range(num_classes)), x_train, y_train, x_test, y_test)
 
 
-def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR, notes: list[str] | None = None) -> RawData:
-    """Read ``root/train/<class>/*`` and ``root/test/<class>/*``: labels from the listing, images as
-    memory-mapped uint8 arrays.
+def load_image_folder(root: Path, cache_dir: Path = DEFAULT_CACHE_DIR, notes: list[str] | None = None, with_test: bool = True) -> RawData:
+    """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` (without ``with_test``, train
+    only: ``test/`` is not read at all): labels from the listing, images as memory-mapped
+    uint8 arrays.
 
-    Images of other sizes are resized to the most common size (if their shape allows it). The
-    decoded images are cached under ``cache_dir/datasets`` as one checked ``.npy`` entry per
-    split (``bench.cache_entries``), keyed by the files' paths, sizes and modification times,
-    and decoded a chunk at a time: memory never holds more than a chunk of them.
+    Images of other sizes are resized to the training images' most common size (if their
+    shape allows it). The decoded images are cached under ``cache_dir/datasets`` as one
+    checked ``.npy`` entry per split (``bench.cache_entries``), keyed by the files' paths,
+    sizes and modification times (the training split's entry by its own files alone, the
+    test split's by both, since its size comes from the training images), and decoded a
+    chunk at a time: memory never holds more than a chunk of them.
     """
     root = root.resolve()
-    train, test = list_split(root, "train"), list_split(root, "test")
-    if set(train) != set(test):
-        raise UsageError(
-            f"train/ and test/ in {root} have different classes (only in train: {sorted(set(train) - set(test))}, "
-            f"only in test: {sorted(set(test) - set(train))}); make the class folders match"
-        )
-    class_names = tuple(sorted(train))
-    all_files = [f for split in (train, test) for name in class_names for f in split[name]]
+    splits = {"train": list_split(root, "train")}
+    class_names = tuple(sorted(splits["train"]))
+    if with_test:
+        splits["test"] = test = list_split(root, "test")
+        if set(splits["train"]) != set(test):
+            raise UsageError(
+                f"train/ and test/ in {root} have different classes (only in train: {sorted(set(splits['train']) - set(test))}, "
+                f"only in test: {sorted(set(test) - set(splits['train']))}); make the class folders match"
+            )
+    train_files = [f for name in class_names for f in splits["train"][name]]
     key = hashlib.sha256()
     # The decoder's version: a change to how images decode (16-bit scaling, transparency)
     # must not reuse arrays an older decoder wrote.
     key.update(f"decoder {DECODER_VERSION}\n".encode())
-    for file in all_files:
-        stat = file.stat()
-        key.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     folder = Path(cache_dir) / "datasets"
     remove_stale_temporaries(folder)
     arrays, size = {}, None
-    for split_name, split in (("train", train), ("test", test)):
+    for split_name, split in splits.items():
         files = [f for name in class_names for f in split[name]]
+        for file in files:
+            stat = file.stat()
+            key.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         entry = folder / f"{root.name}-{key.hexdigest()[:16]}.x_{split_name}.npy"
         images = open_entry(entry, len(files), "uint8", notes=notes)
         if images is None:
-            size = size or common_size(all_files)
+            size = size or common_size(train_files)
             _decode_to_entry(files, size, entry)
             images = open_entry(entry, len(files), "uint8", notes=notes)
             if images is None:
                 raise UsageError(f"the decoded dataset {entry} was damaged as it was written; check the disk under {folder}")
         arrays[f"x_{split_name}"] = images
         arrays[f"y_{split_name}"] = np.concatenate([np.full(len(split[name]), i, np.int64) for i, name in enumerate(class_names)])
-    return RawData(str(root), class_names, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
+    return RawData(str(root), class_names, arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"))
 
 
 # Bumped whenever decoding changes what an image becomes; part of the dataset cache's key.
-DECODER_VERSION = 2
+# 3: test images resized to the training images' common size (was: both splits'), each
+# split its own key.
+DECODER_VERSION = 3
 # Images decoded per chunk: what the decoding holds in memory (160 px: 40 MB).
 DECODE_CHUNK = 512
 
@@ -228,23 +246,25 @@ def prepare(raw: RawData, seed: int, val_fraction: float = 0.1, train_images: in
     if not 0 < val_fraction < 1:
         raise UsageError(f"validation fraction must be between 0 and 1, got {val_fraction}")
     for split, labels in (("train", raw.y_train), ("test", raw.y_test)):
+        if labels is None:
+            continue
         bad = labels[(labels < 0) | (labels >= len(raw.class_names))]
         if bad.size:
             raise UsageError(f"{split} labels out of range: found {int(bad[0])} with {len(raw.class_names)} classes; fix the labels")
     rng = np.random.default_rng(seed)
     # Index sets, not copies: the images stay in their (memory-mapped) arrays.
-    x_pool, y_pool, x_test, y_test = RowView(raw.x_train), raw.y_train, RowView(raw.x_test), raw.y_test
+    x_pool, y_pool, x_test, y_test = RowView(raw.x_train), raw.y_train, None if raw.x_test is None else RowView(raw.x_test), raw.y_test
     if train_images and train_images < len(y_pool):
         keep = stratified_subset(y_pool, train_images, rng)
         x_pool, y_pool = x_pool.subset(keep), y_pool[keep]
-    if test_images and test_images < len(y_test):
+    if y_test is not None and test_images and test_images < len(y_test):
         keep = stratified_subset(y_test, test_images, rng)
         x_test, y_test = x_test.subset(keep), y_test[keep]
     # An image folder's class is a folder the user can open; other sources' classes are names.
     folder = Path(raw.name) if Path(raw.name).is_absolute() else None
     class_labels = tuple(f"class folder {folder / 'train' / name}" if folder else f"class {name!r}" for name in raw.class_names)
     train_index, val_index = split_validation(y_pool, val_fraction, seed, class_labels)
-    return Dataset(raw.name, raw.class_names, x_pool, np.asarray(y_pool), train_index, val_index, x_test, np.asarray(y_test))
+    return Dataset(raw.name, raw.class_names, x_pool, np.asarray(y_pool), train_index, val_index, x_test, None if y_test is None else np.asarray(y_test))
 
 
 def pool_images_for(train_images: int, num_classes: int, val_fraction: float) -> int:

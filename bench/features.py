@@ -131,21 +131,25 @@ def cached_inputs(cache: FeatureCache, data, variants, tta_flip: bool) -> tuple[
 
     Train and validation share the pool's activations for the policy's variants; a mirrored
     copy is computed for validation and test only where test-time flipping needs it. The disk
-    space every missing entry needs is checked before the first is extracted.
+    space every missing entry needs is checked before the first is extracted. Data without
+    a test split (a tuning trial's) gets no test variants.
     """
+    with_test = data.x_test is not None
     inputs = {v: data.x_pool.mirror() if v == "flipped" else data.x_pool for v in variants}
     if tta_flip:
-        inputs["test flipped"] = data.x_test.mirror()
+        if with_test:
+            inputs["test flipped"] = data.x_test.mirror()
         if "flipped" not in inputs:
             inputs["val flipped"] = data.x_val.mirror()
-    inputs["test"] = data.x_test
+    if with_test:
+        inputs["test"] = data.x_test
     need = sum(cache.bytes_needed(images) for images in inputs.values())
     check_free_space(cache.folder, need, f"the activation cache of this cell ({len(inputs)} inputs)")
     activations = {name: cache(images) for name, images in inputs.items()}
     train = [RowView(activations[v], data.train_index) for v in variants]
     val = [RowView(activations["original"], data.val_index)]
-    test = [RowView(activations["test"])]
+    test = [RowView(activations["test"])] if with_test else []
     if tta_flip:
         val.append(RowView(activations["flipped"], data.val_index) if "flipped" in activations else RowView(activations["val flipped"]))
-        test.append(RowView(activations["test flipped"]))
+        test += [RowView(activations["test flipped"])] if with_test else []
     return train, val, test

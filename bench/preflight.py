@@ -90,14 +90,15 @@ def check_out_dir(out: Path, flag: str = "--out", create: bool = True) -> None:
         raise UsageError(f"{flag} folder {out} is not writable ({error.strerror}); pick a writable folder or fix its permissions") from None
 
 
-def validate_data(data: str, cache_dir: Path, seed: int, val_fraction: float, profile: str, notes: list[str] | None = None) -> int:
-    """Load (and so check) the data once in the parent; returns its native image size.
+def validate_data(data: str, cache_dir: Path, seed: int, val_fraction: float, profile: str, notes: list[str] | None = None, with_test: bool = True) -> int:
+    """Load (and so check) the data once in the parent (the test split too unless ``with_test``
+    is false); returns its native image size.
 
     ``notes`` collects a line per damaged cache entry healed on the way."""
     from bench.data import load_raw, prepare
     from bench.stages import PROFILES
 
-    raw = load_raw(data, cache_dir, notes)
+    raw = load_raw(data, cache_dir, notes, with_test)
     chosen = PROFILES[profile]
     prepare(raw, seed, val_fraction, chosen.train_images, chosen.test_images)
     return int(raw.x_train.shape[1])

@@ -74,7 +74,7 @@ def test_image_folder_cache_is_reused_and_invalidated(tmp_path):
     first = load_image_folder(root, cache_dir=tmp_path / "cache")
     # One memory-mapped .npy entry per split, each listed in the manifest with its checksum.
     entries = sorted((tmp_path / "cache" / "datasets").glob("*.npy"))
-    assert [e.name.rsplit(".", 2)[1] for e in entries] == ["x_test", "x_train"]
+    assert sorted(e.name.rsplit(".", 2)[1] for e in entries) == ["x_test", "x_train"]
     assert all(read_record(e)["sha256"] for e in entries)
     assert isinstance(first.x_train, np.memmap) and isinstance(load_image_folder(root, cache_dir=tmp_path / "cache").x_test, np.memmap)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "a" / "0000.png")
@@ -82,6 +82,17 @@ def test_image_folder_cache_is_reused_and_invalidated(tmp_path):
     second = load_image_folder(root, cache_dir=tmp_path / "cache")
     assert not np.array_equal(first.x_train[0], second.x_train[0])
     assert second.x_train[0].max() == 0
+
+
+def test_a_train_only_load_lists_no_test_folder_and_shares_the_training_entry(tmp_path):
+    import shutil
+
+    root = _write_tree(tmp_path / "d", {"a": 3, "b": 3})
+    full = load_image_folder(root, cache_dir=tmp_path / "cache")
+    shutil.rmtree(root / "test")  # a load that so much as listed test/ would fail
+    train_only = load_image_folder(root, cache_dir=tmp_path / "cache", with_test=False)
+    assert train_only.x_test is None and train_only.y_test is None
+    assert np.array_equal(train_only.x_train, full.x_train) and len(list((tmp_path / "cache" / "datasets").glob("*.npy"))) == 2
 
 
 def test_mixed_image_sizes_are_resized_to_the_common_size(tmp_path):
