@@ -227,6 +227,7 @@ def _register(variant: LiteVariant) -> None:
         # As MobileNetV2's 13: the head convolution and the last four blocks (three weight
         # layers each). Chosen by analogy, not yet tuned on validation for Lite.
         unfreeze_layers=13,
+        search_ranges=(("unfreeze_layers", 4, 31),),
         pretrained=variant.pretrained,
     )
 

@@ -12,6 +12,8 @@ from backbones.registry import PretrainedConfig, WeightsSource, register_backbon
     # Its layers are small (a depthwise block is 3 weight layers), so finetune unfreezes the
     # last four inverted-residual blocks and Conv_1 (13 layers), not the stage's default 4.
     unfreeze_layers=13,
+    # Tuning searches from one block and Conv_1 (4 layers) to the last ten blocks (31).
+    search_ranges=(("unfreeze_layers", 4, 31),),
     pretrained=PretrainedConfig(
         top1=71.3,
         top1_source="Keras Applications' table of models (MobileNetV2, alpha 1.0, 224 px)",

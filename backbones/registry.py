@@ -135,6 +135,9 @@ class BackboneSpec:
             where the stage's own default does not suit its layers (``None``: the stage's).
         pretrained: what its ImageNet weights are and where they come from (``None``: it
             has none, or none described).
+        search_ranges: ``(field, low, high)`` triples that replace the stages' tuning ranges
+            (``bench.search_space``) for this backbone, narrowing or widening them (a
+            backbone with more layers can unfreeze more of them).
     """
 
     name: str
@@ -147,6 +150,7 @@ class BackboneSpec:
     description: str = ""
     unfreeze_layers: int | None = None
     pretrained: PretrainedConfig | None = None
+    search_ranges: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self):
         unknown = set(self.stages) - set(ALL_STAGES)
@@ -172,6 +176,7 @@ def register_backbone(
     description: str = "",
     unfreeze_layers: int | None = None,
     pretrained: PretrainedConfig | None = None,
+    search_ranges: tuple[tuple[str, float, float], ...] = (),
 ):
     """Register a backbone builder; the function's name is the key unless ``name`` is given.
 
@@ -194,6 +199,7 @@ def register_backbone(
             description=description or (builder.__doc__ or "").strip().partition("\n")[0],
             unfreeze_layers=unfreeze_layers,
             pretrained=pretrained,
+            search_ranges=tuple(search_ranges),
         )
         return builder
 

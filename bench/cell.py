@@ -2,7 +2,9 @@
 
 Build the classifier, pick the training path (cached activations of a frozen prefix, or
 images end to end), train, evaluate, measure, and return a record. The sweep runs it in a
-child process (``bench.isolation``); each step lives in its own module.
+child process (``bench.isolation``); each step lives in its own module. A tuning trial
+(``RunOptions.trial``) stops after validation: it loads no test split, measures no cost, and
+reports each epoch to its study's pruner.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bench.models import build_classifier, cached_split
 from bench.records import Record
 from bench.stages import PROFILES
 from bench.training import evaluate, image_epochs, in_memory_variant_epochs, map_shift, one_hot, set_precision, train, variant_epochs
+from bench.trial_link import pruning_hook
 
 
 def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, features_dir: Path | None = None, options: RunOptions = RunOptions()) -> Record:
@@ -43,7 +46,9 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     # Data and model.
     progress.report("loading data")
     pool_images, test_images = cell.train_images or PROFILES[cell.profile].train_images, PROFILES[cell.profile].test_images
-    data = prepare(load_raw(cell.data, cache_dir), cell.seed, cell.val_fraction, pool_images, test_images)
+    data = prepare(load_raw(cell.data, cache_dir, with_test=options.trial is None), cell.seed, cell.val_fraction, pool_images, test_images)
+    if cell.fit_on == "train+val":
+        data = data.with_validation_in_training()
     progress.report("building model")
     clf = build_classifier(spec, recipe, data.image_size, cell.image_size, data.num_classes, None if cell.weights == "none" else cell.weights)
     y_train, y_val = one_hot(data.y_train, data.num_classes), one_hot(data.y_val, data.num_classes)
@@ -78,11 +83,13 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         trained = clf.model
         epoch_inputs = image_epochs(data.x_train, y_train, recipe, policy, cell.seed)
         val_variants = [data.x_val] + ([data.x_val.mirror()] if recipe.tta_flip else [])
-        test_variants = [data.x_test] + ([data.x_test.mirror()] if recipe.tta_flip else [])
+        test_variants = [] if data.x_test is None else [data.x_test] + ([data.x_test.mirror()] if recipe.tta_flip else [])
 
     # Training.
-    result = train(trained, epoch_inputs, math.ceil(len(y_train) / recipe.batch_size), val_variants[0], y_val, recipe, cell.jit_compile)
+    should_stop = pruning_hook(options.trial) if options.trial else None
+    result = train(trained, epoch_inputs, math.ceil(len(y_train) / recipe.batch_size), val_variants[0], y_val, recipe, cell.jit_compile, should_stop)
     common = dict(
+        recipe=cell.recipe_record(),
         epochs=len(result.history),
         batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,
@@ -98,6 +105,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     )
     if result.diverged:
         return failed_record(cell, "diverged", "diverged: the training loss became NaN or infinite", **common)
+    if options.trial:
+        return _trial_record(cell, data, trained, val_variants, result, wall_start, common)
     if recipe.name == "transfer":
         artifact = cell.head_artifact(out_dir)
         artifact.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +117,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     eval_start = time.perf_counter()
     progress.report("evaluating")
     test_accuracy, test_loss = evaluate(trained, test_variants, data.y_test)
-    val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val)
+    # A final fit trained on the validation images: it has no held-out validation accuracy.
+    val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val) if cell.fit_on == "train" else (None, None)
     measure_start = time.perf_counter()
     progress.report("measuring")
     total_params, trainable_params = measure.param_counts(clf.model)
@@ -149,6 +159,28 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         total_params=total_params,
         trainable_params=trainable_params,
         flops_per_image=flops,
+        **common,
+    )
+
+
+def _trial_record(cell: Cell, data, trained, val_variants, result, wall_start: float, common: dict) -> Record:
+    """A tuning trial's record: validation accuracy (its study's objective), no test, no cost measurements."""
+    progress.report("evaluating")
+    val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val)
+    return Record(
+        **cell.record_fields(),
+        status="ok",
+        val_accuracy=val_accuracy,
+        val_loss=val_loss,
+        train_accuracy=result.history[-1].get("accuracy") if result.history else None,
+        tta_flip=cell.recipe().tta_flip,
+        train_images=len(data.train_index),
+        val_images=len(data.val_index),
+        wall_seconds=time.perf_counter() - wall_start,
+        train_images_per_second=result.images_per_second,
+        peak_rss_mb=measure.peak_rss_mb(),
+        peak_anon_mb=memory.peak_anon_mb(),
+        pruned=result.stopped,
         **common,
     )
 

@@ -21,6 +21,7 @@ from bench.augment import POLICIES
 from bench.commands.perf import MEMORY_TIMING_RUNS
 from bench.data import DEFAULT_CACHE_DIR
 from bench.errors import UsageError
+from bench.grid import FIT_ON
 from bench.quiet import reopen_closed_standard_streams
 from bench.stages import PROFILES, STAGES
 
@@ -35,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench", description="Transfer-learning benchmark harness for CIFAR-10: backbones x training stages, with accuracy, speed and memory.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,compare,perf,cost,prefetch,cache}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,tune,report,compare,perf,cost,prefetch,cache}")
 
     commands.add_parser("list", help="list backbones, stages and augmentation policies", description="List registered backbones (with their stages and default sizes), stages and augmentation policies.")
 
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", type=options.shard, metavar="I/N", help="run only shard I (0-based) of N of the grid, for job arrays (e.g. $SLURM_ARRAY_TASK_ID/4); merge with `report --out DIR SHARD_DIR...`")
     run.add_argument("--precision", choices=["float32", "mixed"], default="float32", help="mixed: bfloat16 compute on CPU, float16 on GPU (default float32)")
     run.add_argument("--jit-compile", action="store_true", help="XLA-compile training and inference")
+    run.add_argument("--recipes", type=Path, metavar="DIR", help="train with the tuned recipes in DIR (<backbone>-<stage>.json, written by `bench tune` into OUT/recipes); stages without one run their default")
+    run.add_argument("--fit-on", choices=FIT_ON, default="train", help="train+val: the final fit on train and validation together, once a recipe is chosen (Kornblith et al.); no validation accuracy then (default train)")
     run.add_argument(
         "--set",
         nargs="+",
@@ -76,8 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=options.override,
         metavar="FIELD=VALUE",
         help="recipe overrides for every stage of the run that has the field, e.g. --set epochs=20 head_units=1024 "
-        "(learning_rate, weight_decay, warmup_epochs, label_smoothing, head_units, head_dropout, shiftoptions.fraction, tta_flip, epochs, batch_size, unfreeze_layers, augment)",
+        "(learning_rate, weight_decay, warmup_epochs, label_smoothing, head_units, head_dropout, shift_fraction, tta_flip, epochs, batch_size, unfreeze_layers, augment)",
     )
+
+    tune = commands.add_parser(
+        "tune",
+        help="tune each (backbone, stage)'s recipe on validation: an Optuna study per pair, all with one budget",
+        description="For each (backbone, stage), an Optuna study (seeded TPE, median pruning on each epoch's validation accuracy) in OUT/tuning-journal.log: "
+        "each trial is a cell with the drawn recipe, in its own process, recorded in OUT/trials.jsonl; it never loads the test split. A killed study resumes "
+        "and several workers may share one. Each study writes its best recipe to OUT/recipes/<backbone>-<stage>.json (for `bench run --recipes`), then the report.",
+    )
+    tune_which = tune.add_mutually_exclusive_group(required=True)
+    tune_which.add_argument("--all", action="store_true", help="every registered backbone with each of its stages that has a search space")
+    tune_which.add_argument("--backbone", nargs="+", action="extend", metavar="NAME", help="backbones to tune (see `python -m bench list`)")
+    tune.add_argument("--stage", nargs="+", action="extend", metavar="NAME", choices=list(STAGES), help="stages to tune (default: each backbone's own)")
+    tune.add_argument("--trials", type=options.positive_int, default=20, help="finished trials (complete or pruned) each study ends with (default 20)")
+    tune.add_argument("--max-epochs", type=options.positive_int, default=20, help="cap on every trial's epochs, the same for every study (default 20)")
+    tune.add_argument("--data", type=options.data_source, default="cifar10", help="cifar10 (default), synthetic, or an image-folder DIR with train/<class>/* (test/ is never read)")
+    tune.add_argument("--weights", help="as for run: imagenet, none, a DIR holding <backbone>.weights.h5, or one FILE")
+    tune.add_argument("--profile", choices=sorted(PROFILES), default="full", help="as for run (default full)")
+    tune.add_argument("--seed", type=options.non_negative_int, default=0, help="the cells' seed and the sampler's (default 0)")
+    tune.add_argument("--out", type=Path, default=Path("out"), help="folder for the journal, trials.jsonl, recipes/ and the report (default ./out)")
+    tune.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"activation and dataset cache (default {DEFAULT_CACHE_DIR})")
+    tune.add_argument("--executor", choices=["local", "ray"], default="local", help="where each trial's cell runs: here (default) or as a Ray task")
+    tune.add_argument("--ray-address", metavar="HOST:PORT", help="Ray cluster to join with --executor ray")
+    tune.add_argument("--cell-timeout", type=options.positive_seconds, metavar="SECONDS", help="kill a trial that runs longer and fail it (default: no limit)")
 
     compare = commands.add_parser("compare", help="per-cell deltas between two runs, regressions flagged beyond the noise", description="Compare two output folders (or runs.jsonl files) cell by cell: accuracy, inference throughput, peak memory. A regression is flagged only outside the noise.")
     compare.add_argument("old", type=Path, metavar="OLD", help="baseline output folder or runs.jsonl")
@@ -177,5 +203,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: every finished cell is in runs.jsonl; rerun with --resume to continue", file=sys.stderr)
+        again = "the same command: its studies resume" if args.command == "tune" else "with --resume to continue"
+        print(f"interrupted: every finished {'trial is in trials.jsonl' if args.command == 'tune' else 'cell is in runs.jsonl'}; rerun {again}", file=sys.stderr)
         return 130

@@ -113,3 +113,22 @@ def exclusive_lock(path: Path):
         yield
     finally:
         os.close(handle)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a process holds an exclusive ``flock`` on ``path`` (``exclusive_lock``); a missing
+    file is not locked. Since the kernel drops a dead process's locks, a free lock of a task
+    that is still marked running says that its process died."""
+    import fcntl
+
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)
+    return False

@@ -15,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bench.keys import cell_key
+from bench.keys import cell_key, digest
 from bench.provenance import Provenance, now
+from bench.recipes import Recipe
 from bench.records import Record
 from bench.stages import PROFILES, STAGES, Stage, unfreeze_layers
+from bench.trial_link import TrialLink
 
 ARTIFACTS_DIR = "artifacts"
 
@@ -41,6 +43,8 @@ IDENTITY_FIELDS = (
     "overrides",  # recipe fields set with --set, as sorted (field, value) pairs
     "dataset_id",  # the data's content
     "weights_id",  # the weights' content
+    "recipes",  # the hash of what tuned recipes change (its own stage's and its head's), or None
+    "fit_on",  # "train", or "train+val": the final fit on train and validation together
 )
 # Fields of a ``Cell`` that are not themselves in the identity, and why.
 EXEMPT_FIELDS = {
@@ -48,22 +52,9 @@ EXEMPT_FIELDS = {
     "weights": "where the weights are read from; their content is weights_id",
     "use_cache": "a request; the path it resolves to is in the identity",
 }
-# Recipe fields ``--set`` may change. Structural ones (trainable, pretrained, resize,
-# starts_from) define the stage itself and are refused; a few have a Cell field of their own.
-OVERRIDABLE = (
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "weight_decay",
-    "warmup_epochs",
-    "label_smoothing",
-    "head_units",
-    "head_dropout",
-    "unfreeze_layers",
-    "shift_fraction",
-    "augment",
-    "tta_flip",
-)
+# What a cell trains on: its training split, or (Kornblith et al.'s final fit, once the
+# recipe is chosen on validation) training and validation together.
+FIT_ON = ("train", "train+val")
 # What determines a cached activation, besides the input images and the cut.
 ACTIVATION_FIELDS = ("backbone", "weights_id", "image_size", "precision")
 
@@ -91,6 +82,8 @@ class Cell:
     dataset_id: str = ""  # content fingerprint; computed from ``data`` when empty
     weights_id: str = ""  # content fingerprint; computed from ``weights`` when empty
     train_images: int | None = None  # pool size before the validation split (default: the profile's); `bench perf --memory` sets it
+    recipes: tuple[Recipe, ...] = ()  # tuned values per stage (--recipes, or a tuning trial's draw)
+    fit_on: str = "train"  # one of FIT_ON
 
     @property
     def dataset_label(self) -> str:
@@ -98,18 +91,53 @@ class Cell:
         return dataset_label(self.data)
 
     def recipe(self) -> Stage:
-        """The stage with the backbone's setting, this cell's overrides and its profile applied."""
+        """The stage with the backbone's setting, this cell's tuned recipe, its overrides and its
+        profile applied (in that order: a ``--set`` beats a tuned value)."""
         from backbones import get_backbone
 
-        stage = dataclasses.replace(STAGES[self.stage], **dict(self.overrides))
+        tuned = self.tuned_values()
+        stage = dataclasses.replace(STAGES[self.stage], **{**tuned, **dict(self.overrides)})
         epochs = self.epochs or stage.epochs
         cap = PROFILES[self.profile].max_epochs
         return dataclasses.replace(
             stage,
             epochs=min(epochs, cap) if cap else epochs,
             batch_size=self.batch_size or stage.batch_size,
-            unfreeze_layers=unfreeze_layers(stage, get_backbone(self.backbone).unfreeze_layers, self.unfreeze_layers),
+            unfreeze_layers=unfreeze_layers(stage, get_backbone(self.backbone).unfreeze_layers, self.unfreeze_layers or tuned.get("unfreeze_layers")),
         )
+
+    def own_recipe(self) -> Recipe | None:
+        """The tuned recipe of this cell's own stage, if it carries one."""
+        return next((recipe for recipe in self.recipes if recipe.stage == self.stage), None)
+
+    def tuned_values(self) -> dict:
+        recipe = self.own_recipe()
+        return dict(recipe.values) if recipe else {}
+
+    def recipe_changes(self) -> dict:
+        """Per stage this cell's numbers depend on (its own, and the one its head comes from),
+        the fields its recipes set to other values than the defaults would run; empty for a
+        cell whose recipes change nothing (none, or one a ``--set`` or the profile overrules)."""
+        changes = {}
+        for stage in filter(None, (self.stage, STAGES[self.stage].starts_from)):
+            cell = self.counterpart(stage)
+            tuned, default = cell.recipe(), dataclasses.replace(cell, recipes=()).recipe()
+            changed = {name: getattr(tuned, name) for name in cell.tuned_values() if getattr(tuned, name) != getattr(default, name)}
+            if changed:
+                changes[stage] = changed
+        return changes
+
+    def recipe_record(self) -> dict:
+        """What a record says of the recipe: its source (the stage's default, or the study and
+        trial that chose it) and, for a tuned one, its values beside the defaults."""
+        recipe, head = self.own_recipe(), self.head_source().own_recipe() if STAGES[self.stage].starts_from else None
+        about = {"source": recipe.source if recipe else "default"}
+        if recipe:
+            default = dataclasses.replace(self, recipes=()).recipe()
+            about.update(study=recipe.study, trial=recipe.trial, values=dict(recipe.values), defaults={name: getattr(default, name) for name, _ in recipe.values})
+        if head:
+            about["head"] = head.source
+        return about
 
     def cached(self) -> bool:
         """Whether the cell trains on cached activations of its frozen part.
@@ -125,7 +153,7 @@ class Cell:
 
     def identity(self) -> dict:
         """Every setting that can change this cell's numbers, as it will run (``IDENTITY_FIELDS``)."""
-        recipe = self.recipe()
+        recipe, changes = self.recipe(), self.recipe_changes()
         return {
             "backbone": self.backbone,
             "stage": self.stage,
@@ -144,6 +172,8 @@ class Cell:
             "overrides": [list(pair) for pair in self.overrides],
             "dataset_id": self.dataset_id or dataset_fingerprint(self.data),
             "weights_id": self.weights_id or weights_fingerprint(self.weights),
+            "recipes": digest(changes) if changes else None,
+            "fit_on": self.fit_on,
         }
 
     @property
@@ -216,6 +246,9 @@ class RunOptions:
     # identity keeps the planned one, so the retry is the same cell.
     retry_batch_size: int | None = None
     loader: str = "batched"  # one of LOADERS; only `bench perf --memory` asks for "in-memory"
+    # A tuning trial's link to its study: the cell then never loads the test split, reports
+    # each epoch's validation accuracy to the study's pruner and stops when it says so.
+    trial: TrialLink | None = None
 
     def __post_init__(self):
         if self.loader not in LOADERS:

@@ -17,6 +17,9 @@ import json
 # part of the identity). Hashing with that entry as a default keeps every digest published
 # since: the committed records' keys and the group ids in summary.csv are unchanged.
 _HASHED_SINCE_SCHEMA_1 = {"loader": "batched"}
+# Identity fields added later, hashed only where they differ from the value every earlier
+# cell had: a default cell keeps the key and group id it was published under.
+_HASHED_UNLESS = {"recipes": None, "fit_on": "train"}
 
 
 def digest(value) -> str:
@@ -26,7 +29,8 @@ def digest(value) -> str:
 
 def identity_digest(identity: dict) -> str:
     """The digest of an identity (or of a group's: an identity without its seed)."""
-    return digest({**_HASHED_SINCE_SCHEMA_1, **identity})
+    kept = {name: value for name, value in identity.items() if name not in _HASHED_UNLESS or value != _HASHED_UNLESS[name]}
+    return digest({**_HASHED_SINCE_SCHEMA_1, **kept})
 
 
 def data_tag(dataset_id: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import record_store
-from bench.records import RUNS, Record, latest_by_key
+from bench.records import RUNS, TRIALS, TRIALS_FILE, Record, latest_by_key
 
 
 def load(sources) -> tuple[list[Record], int]:
@@ -25,8 +25,20 @@ def load(sources) -> tuple[list[Record], int]:
     """
     from bench.cost_records import COST_FILE
 
-    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name != COST_FILE], RUNS)
+    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name not in (COST_FILE, TRIALS_FILE)], RUNS)
     return list(latest_by_key(loaded.records).values()), loaded.bad_lines
+
+
+def load_trials(sources) -> tuple[list[Record], int]:
+    """The tuning trials' records across folders (their ``trials.jsonl``) or ``trials.jsonl``
+    files, the latest per (study, trial number), ordered by study and number; and the bad-line count.
+
+    Raises:
+        UsageError: a file has lines but no readable record.
+    """
+    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name == TRIALS_FILE], TRIALS)
+    latest = {(r.study, r.trial): r for r in loaded.records}
+    return [latest[key] for key in sorted(latest)], loaded.bad_lines
 
 
 def load_apart(sources) -> list[list[Record]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.augment import POLICIES
 from bench.errors import UsageError
-from bench.stages import STAGES
+from bench.stages import OVERRIDABLE, STAGES
 
 # Inputs past this side make the activation cache and the batches huge (10,000 px: about
 # 90 GB of temporary files per variant) for no benchmark purpose; --allow-large-images lifts it.
@@ -106,18 +106,29 @@ def shard(text: str) -> tuple[int, int]:
 
 
 def override(text: str) -> tuple[str, object]:
-    """One ``--set FIELD=VALUE``, parsed by the recipe field's type."""
-    from bench.grid import OVERRIDABLE
+    """One ``--set FIELD=VALUE`` (an argparse type; see ``parse_override``)."""
+    try:
+        return parse_override(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
+
+def parse_override(text: str) -> tuple[str, object]:
+    """One ``FIELD=VALUE`` recipe setting, parsed by the recipe field's type: ``--set``'s and a
+    recipe file's (``bench.recipes``) values follow the same rules.
+
+    Raises:
+        ValueError: the field cannot be set or the value is out of its range; the message says which.
+    """
     name, sep, value = text.partition("=")
     name = name.strip().replace("-", "_")
     structural = {"trainable", "pretrained", "resize", "starts_from", "name", "description"}
     if not sep or not value.strip():
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE (e.g. epochs=20), got {text!r}")
+        raise ValueError(f"expected FIELD=VALUE (e.g. epochs=20), got {text!r}")
     if name in structural:
-        raise argparse.ArgumentTypeError(f"{name} defines the stage itself and cannot be set; pick another --stage (settable: {', '.join(OVERRIDABLE)})")
+        raise ValueError(f"{name} defines the stage itself and cannot be set; pick another --stage (settable: {', '.join(OVERRIDABLE)})")
     if name not in OVERRIDABLE:
-        raise argparse.ArgumentTypeError(f"unknown recipe field {name!r}; settable: {', '.join(OVERRIDABLE)}")
+        raise ValueError(f"unknown recipe field {name!r}; settable: {', '.join(OVERRIDABLE)}")
     default = getattr(STAGES["transfer"], name)
     try:
         if isinstance(default, bool):
@@ -131,10 +142,10 @@ def override(text: str) -> tuple[str, object]:
         else:
             parsed = value
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{name} takes a {type(default).__name__}, got {value!r}") from None
+        raise ValueError(f"{name} takes a {type(default).__name__}, got {value!r}") from None
     problem = _override_problem(name, parsed)
     if problem:
-        raise argparse.ArgumentTypeError(f"{name}={value}: {problem}")
+        raise ValueError(f"{name}={value}: {problem}")
     return name, parsed
 
 

@@ -50,6 +50,8 @@ class RunRequest:
     precision: str = "float32"
     jit_compile: bool = False
     overrides: tuple[tuple[str, object], ...] | None = None
+    recipes: Path | None = None  # a folder of tuned recipes (bench.recipes)
+    fit_on: str = "train"
 
     @classmethod
     def from_args(cls, args) -> "RunRequest":
@@ -169,6 +171,7 @@ def plan_cells(request: RunRequest, native_size: int) -> tuple[list[Cell], list[
     cells, skipped = [], {}
     seeds = _seeds(request)
     dataset_id = dataset_fingerprint(request.data)
+    tuned = _tuned_recipes(request.recipes, specs)
     for spec in specs:
         stages = request.stage or list(spec.stages)
         unsupported = [s for s in stages if s not in spec.stages]
@@ -206,13 +209,35 @@ def plan_cells(request: RunRequest, native_size: int) -> tuple[list[Cell], list[
                                 overrides=overrides,
                                 dataset_id=dataset_id,
                                 weights_id=weights_fingerprint(weights),
+                                recipes=tuned[spec.name],
+                                fit_on=request.fit_on,
                             )
                         )
     # STAGES lists transfer before finetune, which starts from its transfer's saved head.
     order = {name: i for i, name in enumerate(STAGES)}
     cells.sort(key=lambda c: (names.index(c.backbone), order[c.stage]))
     skip_lines = [f"skipped {name} {', '.join(stages)}: {reason}" for (name, reason), stages in skipped.items()]
-    return cells, skip_lines + _scope_notes(request, cells, requested, weights_skipped=bool(skipped))
+    return cells, skip_lines + _scope_notes(request, cells, requested, weights_skipped=bool(skipped)) + _recipe_notes(request, cells)
+
+
+def _tuned_recipes(folder: Path | None, specs) -> dict:
+    """Each backbone's recipes in ``--recipes`` ``folder`` (none without it); a bad file is refused."""
+    from bench.recipes import find_recipes
+
+    if folder is not None and not Path(folder).is_dir():
+        raise UsageError(f"--recipes {folder} is not a folder; pass the recipes folder a study wrote (OUT/recipes of `bench tune`)")
+    return {spec.name: find_recipes(folder, spec.name, STAGES) if folder is not None else () for spec in specs}
+
+
+def _recipe_notes(request: RunRequest, cells: list[Cell]) -> list[str]:
+    """With ``--recipes``: a note naming the cells it has no recipe for (they run their stage's
+    default); refused when it has none for any cell."""
+    if request.recipes is None or not cells:
+        return []
+    default = sorted({f"{c.backbone} {c.stage}" for c in cells if c.own_recipe() is None})
+    if len(default) == len({f"{c.backbone} {c.stage}" for c in cells}):
+        raise UsageError(f"--recipes {request.recipes} has no recipe for any cell of this run (no <backbone>-<stage>.json for them); drop it or tune them first")
+    return [f"note: --recipes {request.recipes} has no recipe for {', '.join(default)}: {'it runs' if len(default) == 1 else 'they run'} the stage's default"] if default else []
 
 
 def _scope_notes(request: RunRequest, cells: list[Cell], requested: dict, weights_skipped: bool = False) -> list[str]:

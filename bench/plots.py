@@ -193,6 +193,26 @@ def throughput_vs_gflops(cost: pd.DataFrame) -> Figure:
     return figure
 
 
+def tuning_history(trials: pd.DataFrame) -> Figure:
+    """Validation accuracy over trials, one colour per study: complete trials filled, pruned
+    ones hollow, and the best complete trial so far as a step line."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    ended = trials[trials["status"] == "ok"]
+    for (study, group), colour in zip(ended.groupby("study", sort=True), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
+        pruned = group["pruned"].astype(bool)
+        axis.scatter(group["trial"][~pruned], 100 * group["val_accuracy"][~pruned], color=colour, label=study)
+        axis.scatter(group["trial"][pruned], 100 * group["val_accuracy"][pruned], facecolors="none", edgecolors=colour)
+        best = (100 * group["val_accuracy"].where(~pruned)).cummax()
+        axis.step(group["trial"], best, where="post", color=colour, linewidth=1)
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axis.set_xlabel("trial")
+    axis.set_ylabel("validation accuracy (%)")
+    axis.set_title("Validation accuracy by trial (hollow: pruned; line: best so far)")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    return figure
+
+
 def report_figures(frame: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple[str, Figure]]:
     """The report's figures with their file names, drawn one at a time as they are asked for:
     a caller that stops (a full disk) leaves none drawn and unsaved. Size and cost plots only

@@ -9,14 +9,16 @@ from pathlib import Path
 import pandas as pd
 
 from bench import files
-from bench.loading import load, load_cost
+from bench.loading import load, load_cost, load_trials
 from bench.render.cost import cost_section, render_cost
 from bench.render.labels import distinguish_labels, settings
 from bench.render.results_readme import render_markdown
 from bench.render.runs import render_headline
-from bench.stats import records_frame, summarize
+from bench.render.tuning import tuning_section
+from bench.stats import records_frame, study_summaries, summarize, trials_frame
 
 COST_MARKDOWN, COST_PLOT = "cost.md", "cost_throughput_vs_gflops.png"
+TUNING_PLOT = "tuning_val_accuracy.png"
 # A hand-written file beside the records (dataset caveats, context) that heads the report.
 NOTES_FILE = "notes.md"
 # Where `bench report --readme FILE` puts the headline block.
@@ -92,10 +94,14 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     cost, cost_bad = load_cost([out_dir, *extra_inputs])
     cost_paths = write_cost_report(out_dir, cost, cost_bad)
     cost_block = cost_section(cost, cost_bad, COST_PLOT) if cost_paths else ""
+    # Tuning studies found among the inputs (their trials.jsonl) get a section and a plot.
+    trials = trials_frame(load_trials([out_dir, *extra_inputs])[0])
+    tuning_paths = [save_figure(plots.tuning_history(trials), out_dir / TUNING_PLOT)] if len(trials) else []
+    tuning_block = tuning_section(study_summaries(trials), TUNING_PLOT) if len(trials) else ""
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
     # The README last: a reader who sees a new one sees the whole new set beside it.
-    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block))
-    written = [readme, summary_csv, *plot_paths, *cost_paths]
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block))
+    written = [readme, summary_csv, *plot_paths, *cost_paths, *tuning_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)
         written.append(files.write_text(project_readme, splice_readme(project_readme.read_text(), render_headline(frame, summary))))

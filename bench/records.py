@@ -16,9 +16,11 @@ from bench.keys import cell_key
 from bench.provenance import Provenance
 
 RUNS_FILE = "runs.jsonl"
+TRIALS_FILE = "trials.jsonl"
 # 2: the key is a function of the identity alone (no folder name) and the identity has no
-# "loader" (`bench perf --memory`'s own option now). Records of schema 1 are mapped on read.
-SCHEMA_VERSION = 2
+# "loader" (`bench perf --memory`'s own option now). 3: the identity names its tuned recipes
+# and what the cell fits on ("recipes", "fit_on"). Records of earlier schemas are mapped on read.
+SCHEMA_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,17 @@ class Record:
     failure: str = ""  # for a failed record, one of FAILURES
     error: str = ""  # for a failed record, what went wrong (the message and the last traceback lines)
     notes: str = ""  # remarks on an ok record, e.g. that a finetune cell trained its own head
+    # The recipe's source ("default", or the study and trial that chose it) and, for a tuned
+    # one, its values beside the defaults (``bench.grid.Cell.recipe_record``); empty in older records.
+    recipe: dict = dataclasses.field(default_factory=dict)
+    # A tuning trial's place in its study (trials.jsonl only): the study, the trial's number,
+    # whether the pruner stopped it, and ``tuning``: the study's budget (``trials``,
+    # ``max_epochs``), whether the trial ran the stage's default recipe (``default_recipe``) and
+    # which trial it retries (``retry_of``, one whose worker stopped).
+    study: str = ""
+    trial: int | None = None
+    pruned: bool = False
+    tuning: dict = dataclasses.field(default_factory=dict)
     # accuracy
     test_accuracy: float | None = None
     test_loss: float | None = None
@@ -119,7 +132,12 @@ def _upgrade(data: dict) -> dict:
         # were another cell to --resume and a second seed to the report. Keyed by the
         # identity alone, and since the digest is unchanged (bench.keys), a record of
         # Keras's CIFAR-10 or the synthetic set keeps its key exactly.
-        data["key"], data["schema"] = cell_key(data["identity"]), SCHEMA_VERSION
+        data["key"] = cell_key(data["identity"])
+    if data.get("schema", 1) < 3:
+        # Earlier cells had no tuned recipe and fit on train alone; the key's digest leaves
+        # both out at those values (bench.keys), so every key stays as it was.
+        data["identity"] = {**data["identity"], "recipes": None, "fit_on": "train"}
+        data["schema"] = SCHEMA_VERSION
     return data
 
 
@@ -158,16 +176,32 @@ OK_REQUIRED_NUMBERS = (
     "test_accuracy", "val_accuracy", "epochs", "train_seconds", "wall_seconds", "infer_images_per_second",
     "infer_batch_size", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "total_params", "trainable_params",
 )  # fmt: skip
+# A tuning trial never touches the test split and measures no cost: it needs fewer.
+TRIAL_REQUIRED_NUMBERS = ("val_accuracy", "epochs", "train_seconds", "wall_seconds")
 STATUSES = ("ok", "failed")
+
+
+def _has_numbers(data: dict, names) -> bool:
+    return all(isinstance(data.get(name), (int, float)) and math.isfinite(data[name]) for name in names)
 
 
 def _usable(data: dict) -> bool:
     if data.get("status") not in STATUSES or not all(isinstance(epoch, dict) for epoch in data.get("history", [])):
         return False
-    return data["status"] != "ok" or all(isinstance(data.get(name), (int, float)) and math.isfinite(data[name]) for name in OK_REQUIRED_NUMBERS)
+    # A final fit on train + validation has no held-out validation accuracy.
+    required = [name for name in OK_REQUIRED_NUMBERS if not (name == "val_accuracy" and data["identity"].get("fit_on") == "train+val")]
+    return data["status"] != "ok" or _has_numbers(data, required)
+
+
+def _usable_trial(data: dict) -> bool:
+    if data.get("status") not in STATUSES or not data.get("study") or not isinstance(data.get("trial"), int):
+        return False
+    return data["status"] != "ok" or _has_numbers(data, TRIAL_REQUIRED_NUMBERS)
 
 
 RUNS = record_store.RecordKind("run", Record, RUNS_FILE, SCHEMA_VERSION, upgrade=_upgrade, accepts=_usable)
+# Tuning trials: run records of their own file, so no report of runs mistakes one for a cell.
+TRIALS = record_store.RecordKind("trial", Record, TRIALS_FILE, SCHEMA_VERSION, upgrade=_upgrade, accepts=_usable_trial)
 latest_by_key = record_store.latest_by_key  # a re-export: callers predate the store
 
 

@@ -126,6 +126,23 @@ FINETUNE = Stage(
 
 STAGES = {stage.name: stage for stage in (BASELINE, TRANSFER, FINETUNE)}
 
+# Recipe fields ``--set`` may change. Structural ones (trainable, pretrained, resize,
+# starts_from) define the stage itself and are refused; a few have a Cell field of their own.
+OVERRIDABLE = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "warmup_epochs",
+    "label_smoothing",
+    "head_units",
+    "head_dropout",
+    "unfreeze_layers",
+    "shift_fraction",
+    "augment",
+    "tta_flip",
+)
+
 
 def unfreeze_layers(stage: Stage, backbone_setting: int | None, override: int | None = None) -> int:
     """Layers a stage unfreezes: the run's override, else the backbone's own setting, else the stage's."""

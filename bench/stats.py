@@ -19,6 +19,8 @@ WRITEUP_ACCURACY = {"baseline": 0.700, "transfer": 0.797, "finetune": 0.838}
 LABEL_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights", "dataset", "profile"]
 # Identity fields beyond the labels, carried into the summary so a report can show how rows differ.
 SETTING_COLUMNS = ["batch_size", "precision", "jit_compile", "val_fraction", "overrides", "dataset_id", "weights_id"]
+# Identity fields of tuned recipes and final fits: summary columns only where a record has one.
+TUNING_COLUMNS = ["recipes", "fit_on"]
 STAGE_ORDER = {"baseline": 0, "transfer": 1, "finetune": 2}
 # Student t 0.975 quantiles by degrees of freedom, for 95 % intervals over a few seeds.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -34,7 +36,7 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
     frame["weights"] = frame["weights"].map(weights_label)
     frame["group"] = [identity_digest(group_identity(r.identity)) for r in records]
     frame["batch_size_used"] = frame["batch_size"]
-    for column in SETTING_COLUMNS:
+    for column in SETTING_COLUMNS + TUNING_COLUMNS:
         frame[f"planned_{column}"] = [r.identity.get(column) for r in records]
     return frame
 
@@ -54,6 +56,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[frame["status"] == "ok"]
     # A column only where some record has it: reports of older records stay byte for byte the same.
     has_anon = bool(ok["peak_anon_mb"].notna().any())
+    has_tuned = bool(ok["planned_recipes"].notna().any())
+    has_final_fit = bool((ok["planned_fit_on"] == "train+val").any())
     rows = []
     for group_id, group in ok.groupby("group", sort=False):
         n = len(group)
@@ -66,6 +70,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 **{column: first[column] for column in LABEL_COLUMNS},
                 "group": group_id,
                 **{column: _setting(first[f"planned_{column}"]) for column in SETTING_COLUMNS},
+                **({"recipe": _setting(first["recipe"] or {"source": "default"})} if has_tuned else {}),
+                **({"fit_on": first["planned_fit_on"] or "train"} if has_final_fit else {}),
                 # Below the planned size where a cell was retried after running out of memory.
                 "batch_size_used": int(group["batch_size_used"].min()) if group["batch_size_used"].notna().any() else None,
                 "seeds": n,
@@ -144,3 +150,39 @@ def compute_minutes_by_seed(frame: pd.DataFrame) -> dict[int, float]:
     cells were spread over runs and sessions (``--resume``)."""
     return {int(seed): float(group["wall_seconds"].fillna(0).sum()) / 60 for seed, group in frame.groupby("seed")}
 
+
+def trials_frame(trials: list[Record]) -> pd.DataFrame:
+    """One row per tuning trial's record, in the order given (by study and trial number)."""
+    return pd.DataFrame([record_store.as_flat_dict(r) for r in trials], columns=list(RECORD_FIELDS))
+
+
+def study_summaries(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per study: its budget, its trials finished (complete, pruned, or stopped by a
+    diverged loss, which counts as pruned) and compute minutes (every trial's wall time), the
+    best complete trial (the lowest number among ties) with its values beside the defaults,
+    and the default recipe's validation accuracy."""
+    rows = []
+    for study, group in trials.groupby("study", sort=True):
+        ended = group[(group["status"] == "ok") | (group["failure"] == "diverged")]
+        complete = ended[(ended["status"] == "ok") & ~ended["pruned"].astype(bool)]
+        best = complete.loc[complete["val_accuracy"].idxmax()] if len(complete) else None
+        default = complete[[bool(t.get("default_recipe")) for t in complete["tuning"]]]
+        budget = group["tuning"].iloc[-1]
+        rows.append(
+            {
+                "study": study,
+                "backbone": group["backbone"].iloc[0],
+                "stage": group["stage"].iloc[0],
+                "trials": budget.get("trials"),
+                "max_epochs": budget.get("max_epochs"),
+                "finished": len(ended),
+                "pruned": len(ended) - len(complete),
+                "compute_minutes": float(group["wall_seconds"].fillna(0).sum()) / 60,
+                "best_trial": None if best is None else int(best["trial"]),
+                "best_val_accuracy": None if best is None else float(best["val_accuracy"]),
+                "chosen": {} if best is None else best["recipe"].get("values", {}),
+                "defaults": {} if best is None else best["recipe"].get("defaults", {}),
+                "default_val_accuracy": float(default["val_accuracy"].iloc[-1]) if len(default) else None,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -75,7 +75,8 @@ def run_sweep(
             records.append(record)
             view.finished(cell, record)
             if record.status == "ok":
-                outcome = f"ok  test {record.test_accuracy:.1%}  val {record.val_accuracy:.1%}  ({record.path})"
+                val = "trained on" if record.val_accuracy is None else f"{record.val_accuracy:.1%}"
+                outcome = f"ok  test {record.test_accuracy:.1%}  val {val}  ({record.path})"
             else:
                 outcome = f"{record.status.upper()}  {record.error.splitlines()[0][:160] if record.error else ''}"
             left = view.sweep_seconds_left()

@@ -234,20 +234,22 @@ def shift_maps_by(maps: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-    """What ``train`` returns: per-epoch metrics, steady-state speed, divergence, time."""
+    """What ``train`` returns: per-epoch metrics, steady-state speed, divergence, an early stop, time."""
 
     history: list[dict]
     images_per_second: float | None
     diverged: bool
     seconds: float
+    stopped: bool = False  # ``should_stop`` ended training before its last epoch (a pruned trial)
 
 
-def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, recipe: Stage, jit_compile: bool = False) -> TrainResult:
+def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, recipe: Stage, jit_compile: bool = False, should_stop=None) -> TrainResult:
     """Fit ``model`` epoch by epoch.
 
     ``epoch_inputs(epoch)`` gives a tf.data pipeline or an ``(x, y)`` pair already in the
     epoch's order; ``val_inputs`` is a ``RowView`` (read batch by batch) or an array. The
-    learning-rate schedule spans all epochs.
+    learning-rate schedule spans all epochs. ``should_stop(epoch, epochs, metrics)``, called
+    after each epoch (1-based) with its metrics, may end training early (a tuning trial's pruner).
     """
     from bench.measure import DivergenceGuard, ThroughputMeter
 
@@ -281,6 +283,9 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
         progress.report("training", (epoch + 1) * steps_per_epoch, recipe.epochs * steps_per_epoch, milestone=True, epoch=epoch + 1, epochs=recipe.epochs, **row)
         if guard.diverged:
             break
+        if should_stop is not None and should_stop(epoch + 1, recipe.epochs, row):
+            print(f"stopped after epoch {epoch + 1}/{recipe.epochs}: pruned by the study", flush=True)
+            return TrainResult(history, meter.images_per_second, False, time.perf_counter() - start, stopped=True)
     return TrainResult(history, meter.images_per_second, guard.diverged, time.perf_counter() - start)
 
 

@@ -15,6 +15,7 @@ from bench.cli import build_parser, main
 from bench.compare import compare
 from bench.plan import RunRequest, plan_cells
 from bench.grid import EXEMPT_FIELDS, IDENTITY_FIELDS, Cell
+from bench.recipes import Recipe
 from bench.records import RUNS_FILE, append_record, read_records
 from bench.loading import load
 from bench.stats import records_frame, summarize
@@ -63,6 +64,8 @@ VARIATIONS = {
     "overrides": ({}, {"overrides": (("head_units", 1024),)}),
     "dataset_id": ({"data": "A"}, {"data": "B"}),
     "weights_id": ({"weights": "W1"}, {"weights": "W2"}),
+    "recipes": ({}, {"recipes": (Recipe("mobilenet_v2", "transfer", (("learning_rate", 0.002),), "mobilenet_v2-transfer", 3),)}),
+    "fit_on": ({}, {"fit_on": "train+val"}),
 }
 
 
@@ -274,9 +277,10 @@ def test_a_committed_record_keeps_its_identity_and_digest_and_resume_finds_it():
     line = (COMMITTED[0] / RUNS_FILE).read_text().splitlines()[0]
     written = json.loads(line)
     record = read_records_from_lines([line])[0]
-    # Mapped on read: the identity it was written with, less the loader every sweep cell had.
+    # Mapped on read: the identity it was written with, less the loader every sweep cell had,
+    # plus the recipe and the fit every cell of its time had (no tuned recipe, train alone).
     assert written["identity"]["loader"] == "batched"
-    assert record.identity == {k: v for k, v in written["identity"].items() if k != "loader"}
+    assert record.identity == {**{k: v for k, v in written["identity"].items() if k != "loader"}, "recipes": None, "fit_on": "train"}
     # The digest it was written with; the folder's name (cifar10-jpeg) is no longer part of the key.
     assert written["key"] == "mobilenet_v2/transfer/128px/flip/seed0/cifar10-jpeg/full/ec17d779b5"
     assert record.key == "mobilenet_v2/transfer/128px/flip/seed0/folder/full/ec17d779b5"

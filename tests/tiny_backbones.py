@@ -27,13 +27,14 @@ def _build(name, widths, input_shape, weights):
     return model
 
 
-@register_backbone(default_image_size=32, stages=("transfer", "finetune"), unfreeze_layers=1)
+# Two weight layers: tuning unfreezes one or both.
+@register_backbone(default_image_size=32, stages=("transfer", "finetune"), unfreeze_layers=1, search_ranges=(("unfreeze_layers", 1, 2),))
 def tiny_net(input_shape=(32, 32, 3), weights=None):
     """Two strided convolutions (4 and 8 filters): a stand-in for a pretrained backbone."""
     return _build("tiny_net", (4, 8), input_shape, weights)
 
 
-@register_backbone(default_image_size=32, stages=("transfer", "finetune"), unfreeze_layers=1)
+@register_backbone(default_image_size=32, stages=("transfer", "finetune"), unfreeze_layers=1, search_ranges=(("unfreeze_layers", 1, 2),))
 def tiny_wide(input_shape=(32, 32, 3), weights=None):
     """Two strided convolutions (6 and 12 filters): another architecture than tiny_net's."""
     return _build("tiny_wide", (6, 12), input_shape, weights)

@@ -35,6 +35,14 @@ def settings(row) -> str:
     if not missing(row.val_fraction) and row.val_fraction != 0.1:
         parts.append(f"validation {row.val_fraction:g}")
     parts += [f"{name}={value}" for name, value in json.loads(row.overrides or "[]")]
+    # Tuned recipes and final fits: columns only in summaries that have one.
+    recipe = json.loads(getattr(row, "recipe", None) or "{}")
+    if recipe.get("source", "default") != "default":
+        parts.append(f"tuned recipe ({recipe['source']})")
+    if recipe.get("head"):
+        parts.append(f"head from the tuned transfer recipe ({recipe['head']})")
+    if getattr(row, "fit_on", "train") == "train+val":
+        parts.append("final fit on train + validation")
     return ", ".join(parts)
 
 

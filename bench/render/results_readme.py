@@ -1,5 +1,5 @@
 """A results folder's README.md: notes, provenance, winners, accuracy, cost, axes, cost without
-training, failed cells and plots, in that order."""
+training, tuning, failed cells and plots, in that order."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ COST_EXPLANATION = (
 )
 
 
-def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "") -> str:
+def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "", tuning_block: str = "") -> str:
     """The README text of a results folder.
 
     Args:
@@ -30,6 +30,7 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
         plots: file names of the plots beside the README.
         notes: hand-written text that heads the report.
         cost_block: the cost-without-training section, or empty.
+        tuning_block: the tuning studies' section, or empty.
     """
     sections = ["# Benchmark results", ""]
     if notes.strip():
@@ -46,6 +47,8 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
             sections += ["## Augmentation and input size", "", axes, ""]
     if cost_block:
         sections += [cost_block.strip(), ""]
+    if tuning_block:
+        sections += [tuning_block.strip(), ""]
     if (frame["status"] != "ok").any():
         sections += ["## Failed cells", "", failures_table(frame), ""]
     if plots:
