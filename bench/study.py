@@ -158,6 +158,7 @@ def _retry_abandoned(study, out_dir: Path) -> list[int]:
 
     abandoned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if not files.is_locked(trial_lock(out_dir, study.study_name, t.number))]
     for trial in abandoned:
+        trial_lock(out_dir, study.study_name, trial.number).unlink(missing_ok=True)  # its dead worker's
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **({"default": True} if trial.user_attrs.get("default") else {})})
     return [trial.number for trial in abandoned]

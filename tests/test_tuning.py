@@ -104,6 +104,7 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_and_retried_under_a_n
     result = run_study(plan, tmp_path, runner)
     assert [number for number, _ in runner.calls] == [1, 2, 3] and result.finished == 3
     assert _states(tmp_path, plan.name) == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE", 3: "COMPLETE"}
+    assert not list((tmp_path / "tuning-locks").glob("*.trial-*.lock"))  # no lock file left behind
     # Its values ran again, once, as the retry; the killed number never ran and is never counted.
     retry = next(r for r in read(tmp_path, TRIALS).records if r.trial == 1)
     assert retry.tuning == {"trials": 3, "max_epochs": 20, "default_recipe": True, "retry_of": 0}
