@@ -7,19 +7,16 @@ is reported.
 
 from __future__ import annotations
 
-import platform
-import resource
-import socket
-import statistics
-import subprocess
+import dataclasses
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.provenance import Provenance, now
+from bench import timing
+from bench.memory import peak_rss_mb  # noqa: F401  (callers read it here)
+from bench.provenance import Provenance, machine
 
 
 def compiled_forward(model: keras.Model, jit_compile: bool = False):
@@ -28,38 +25,15 @@ def compiled_forward(model: keras.Model, jit_compile: bool = False):
 
 
 def inference_images_per_second(forward, images: np.ndarray, batch_size: int = 64, batches: int = 3, repeats: int = 5) -> dict:
-    """Median images/s of ``forward`` (see ``compiled_forward``) over ``repeats`` timed runs.
-
-    Returns:
-        ``{"images_per_second", "spread", "batch_size"}``; spread is (max - min) / median.
-    """
-    # Only the first batch's rows: resizing the whole array would copy it.
-    batch = tf.constant(np.resize(images[:batch_size], (batch_size, *images.shape[1:])))
-    forward(batch).numpy()  # warm-up: tracing and first-call allocation
-    forward(batch).numpy()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(batches):
-            out = forward(batch)
-        out.numpy()
-        rates.append(batch_size * batches / (time.perf_counter() - start))
-    median = statistics.median(rates)
-    return {"images_per_second": median, "spread": (max(rates) - min(rates)) / median, "batch_size": batch_size}
+    """Median images/s of ``forward`` (see ``compiled_forward``) over ``repeats`` timed runs (``timing.images_per_second``)."""
+    batch = tf.constant(timing.batch_of(images, batch_size))
+    return timing.images_per_second(lambda x: forward(x).numpy(), batch, batch_size, batches, repeats)
 
 
 def latency_ms(forward, images: np.ndarray, calls: int = 30) -> dict:
     """Batch-1 latency percentiles (ms) of the compiled forward pass, warm-up excluded."""
-    single = tf.constant(images[:1])
-    for _ in range(3):
-        forward(single).numpy()
-    times = []
-    for i in range(calls):
-        x = tf.constant(images[i % len(images) : i % len(images) + 1])
-        start = time.perf_counter()
-        forward(x).numpy()
-        times.append((time.perf_counter() - start) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
+    singles = [tf.constant(images[i : i + 1]) for i in range(min(calls, len(images)))]
+    return timing.latency_ms(lambda x: forward(x).numpy(), singles, calls)
 
 
 def training_images_per_second(step, batch_size: int, steps: int = 2, repeats: int = 5) -> dict:
@@ -69,16 +43,8 @@ def training_images_per_second(step, batch_size: int, steps: int = 2, repeats: i
     Returns:
         ``{"images_per_second", "spread"}``; spread is (max - min) / median.
     """
-    step()
-    step()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(batch_size * steps / (time.perf_counter() - start))
-    median = statistics.median(rates)
-    return {"images_per_second": median, "spread": (max(rates) - min(rates)) / median}
+    rate = timing.images_per_second(lambda _: step(), None, batch_size, steps, repeats)
+    return {"images_per_second": rate["images_per_second"], "spread": rate["spread"]}
 
 
 def flops_per_image(model: keras.Model, input_shape: tuple[int, ...]) -> float | None:
@@ -96,11 +62,6 @@ def flops_per_image(model: keras.Model, input_shape: tuple[int, ...]) -> float |
         return None
 
 
-def peak_rss_mb() -> float:
-    """High-water resident memory of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def peak_gpu_mb() -> float | None:
     """Peak accelerator memory of GPU:0 since start, or ``None`` without a GPU."""
     if not tf.config.list_physical_devices("GPU"):
@@ -114,26 +75,6 @@ def param_counts(model: keras.Model) -> tuple[int, int]:
     return total, trainable
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-CODE_FILES = ("*.py", "*.toml", "*.cfg", "*.ini")
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def environment() -> Provenance:
     """Software and hardware facts stamped on every record (its command is the caller's to add)."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -141,19 +82,7 @@ def environment() -> Provenance:
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         gpu = details.get("device_name", gpus[0].name)
-    commit = _git("rev-parse", "HEAD")
-    return Provenance(
-        tf_version=tf.__version__,
-        keras_version=keras.__version__,
-        python_version=platform.python_version(),
-        cpu=f"{_cpu_model()} ({__import__('os').cpu_count()} cores)",
-        gpu=gpu,
-        hostname=socket.gethostname(),
-        git_commit=commit,
-        # Code only: a run appending to committed records (results/) must not count as dirty.
-        git_dirty=bool(_git("status", "--porcelain", "--untracked-files=no", "--", *CODE_FILES)) if commit else None,
-        started_at=now(),
-    )
+    return dataclasses.replace(machine(), tf_version=tf.__version__, keras_version=keras.__version__, gpu=gpu)
 
 
 class ThroughputMeter(keras.callbacks.Callback):

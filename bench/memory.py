@@ -75,3 +75,10 @@ def start_anon_peak() -> None:
 def peak_anon_mb() -> float | None:
     """Peak anonymous resident memory since ``start_anon_peak`` (MB), or ``None`` where /proc has no ``RssAnon``."""
     return _ANON_SAMPLER.peak_mb() if _ANON_SAMPLER is not None else None
+
+
+def peak_rss_mb() -> float:
+    """High-water resident memory of this process (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
