@@ -1,10 +1,10 @@
 """``run_cell(cell, out_dir) -> Record``: the whole story of one cell, top to bottom.
 
 Build the classifier, pick the training path (cached activations of a frozen prefix, or
-images end to end), train, evaluate, measure, and return a record. The sweep runs it in a
-child process (``bench.isolation``); each step lives in its own module. A tuning trial
-(``RunOptions.trial``) stops after validation: it loads no test split, measures no cost, and
-reports each epoch to its study's pruner.
+images end to end), train, save the trained classifier, evaluate, measure, and return a
+record. The sweep runs it in a child process (``bench.isolation``); each step lives in its
+own module. A tuning trial (``RunOptions.trial``) stops after validation: it loads no test
+split, measures no cost, saves nothing, and reports each epoch to its study's pruner.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import keras
 from backbones import get_backbone
 from bench import files, measure, memory, progress
 from bench.augment import get_policy
+from bench.convert import convert
 from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
 from bench.features import FeatureCache, cached_inputs
 from bench.grid import Cell, RunOptions, failed_record
@@ -112,6 +113,9 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         artifact.parent.mkdir(parents=True, exist_ok=True)
         with files.atomic_path(artifact) as temporary:  # its name keeps Keras's .weights.h5 suffix
             clf.head.save_weights(temporary)
+    # The whole classifier, for `bench deploy`: the parts trained on cached activations share
+    # their layers with it, so it holds every trained weight.
+    convert(clf.model, "tensorflow", Path(out_dir) / cell.model_file())
 
     # Evaluation, then cost measurements on the whole model.
     eval_start = time.perf_counter()
@@ -159,6 +163,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         total_params=total_params,
         trainable_params=trainable_params,
         flops_per_image=flops,
+        model_file=cell.model_file(),
         **common,
     )
 

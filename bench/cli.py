@@ -23,6 +23,7 @@ from bench.data import DEFAULT_CACHE_DIR
 from bench.errors import UsageError
 from bench.grid import FIT_ON
 from bench.quiet import reopen_closed_standard_streams
+from bench.runtimes import RUNTIMES
 from bench.stages import PROFILES, STAGES
 
 
@@ -36,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench", description="Transfer-learning benchmark harness for CIFAR-10: backbones x training stages, with accuracy, speed and memory.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,tune,report,compare,perf,cost,prefetch,cache}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,tune,report,compare,perf,cost,deploy,prefetch,cache}")
 
     commands.add_parser("list", help="list backbones, stages and augmentation policies", description="List registered backbones (with their stages and default sizes), stages and augmentation policies.")
 
@@ -149,9 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--data", default="synthetic", help="what the inputs are shaped like: synthetic or cifar10 (random 32 px images, 10 classes; default), or an image-folder DIR, whose classes and image size are used (nothing is decoded, nothing downloaded)")
     cost.add_argument("--precision", choices=["float32", "mixed"], default="float32", help="mixed: bfloat16 compute on CPU, float16 on GPU (default float32)")
     cost.add_argument("--jit-compile", action="store_true", help="XLA-compile the forward pass and the training steps")
+    cost.add_argument("--runtime", nargs="+", action="extend", metavar="NAME", choices=list(RUNTIMES), help=f"what runs the forward pass, each its own row, of {', '.join(RUNTIMES)} (default tensorflow; the others time inference only, need pip install -e \".[deploy]\" and get every usable core as TensorFlow does)")
     cost.add_argument("--out", type=Path, default=Path("out"), help="folder for cost.jsonl, cost.md and the plot (default ./out)")
     cost.add_argument("--resume", action="store_true", help="skip configurations that already have an ok record in OUT")
     cost.add_argument("--cell-timeout", type=options.positive_seconds, metavar="SECONDS", help="kill a measurement that runs longer and record it failed (default: no limit)")
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="convert each trained cell to each runtime (ONNX Runtime, OpenVINO, LiteRT, LiteRT int8): accuracy, agreement with TensorFlow, size, speed",
+        description="For each ok cell of OUT/runs.jsonl with a saved classifier (OUT/models/), each step in its own process: convert it to each runtime, evaluate it on the cell's "
+        "test split (agreement: the share of images whose class is TensorFlow's; a float runtime more than 0.1 point off TensorFlow's accuracy is a failed conversion), "
+        "then time it on every usable core. int8 is calibrated on the cell's training images. Appends OUT/deploy.jsonl; writes OUT/deploy.md and its plot.",
+    )
+    deploy.add_argument("--out", type=Path, default=Path("out"), help="the `bench run` output folder whose cells to deploy (default ./out)")
+    deploy.add_argument("--runtime", nargs="+", action="extend", metavar="NAME", choices=list(RUNTIMES), help=f"runtimes, of {', '.join(RUNTIMES)} (default all; tensorflow, the reference, always runs)")
+    deploy.add_argument("--backbone", nargs="+", action="extend", metavar="NAME", help="only these backbones' cells")
+    deploy.add_argument("--stage", nargs="+", action="extend", metavar="NAME", choices=list(STAGES), help="only these stages' cells")
+    deploy.add_argument("--data", type=options.data_source, help="the image folder the cells trained on (default: cifar10 or synthetic, as each cell's record says)")
+    deploy.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"decoded-dataset cache (default {DEFAULT_CACHE_DIR})")
+    deploy.add_argument("--resume", action="store_true", help="skip the cells and runtimes that already have an ok record in OUT")
+    deploy.add_argument("--cell-timeout", type=options.positive_seconds, metavar="SECONDS", help="kill a step (conversion, evaluation) that runs longer and record it failed (default: no limit)")
 
     prefetch = commands.add_parser(
         "prefetch",

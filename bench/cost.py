@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from bench import progress
 from bench.cost_records import COSTS, CostConfig, CostRecord, append_cost_record
 from bench.isolation import LOGS_DIR, classify, failure_text, run_in_child, why_no_result
 from bench.live import SweepView
-from bench.provenance import Provenance, now
+from bench.provenance import Provenance, machine, now, package_version
 from bench.record_store import still_to_do
+from bench.runtimes import RUNTIMES, cpu_flags, usable_cores
 
 # Modest repeats: `bench cost --all` at default sizes must finish in 3 minutes on 2 cores.
 INFER_BATCHES = 2  # batches per timed inference repeat
@@ -38,6 +40,23 @@ def _stage_recipe(stage, spec, batch_size: int):
     from bench.stages import unfreeze_layers
 
     return dataclasses.replace(stage, batch_size=batch_size, unfreeze_layers=unfreeze_layers(stage, spec.unfreeze_layers))
+
+
+def sample_images(config: CostConfig):
+    """The random uint8 images every runtime's batches are drawn from (the same for each)."""
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 256, (SAMPLE_IMAGES, config.native_size, config.native_size, 3), dtype=np.uint8)
+
+
+def _deployed(spec, recipe, config: CostConfig):
+    """The classifier the backbone's last stage deploys, with seeded random weights."""
+    import keras
+
+    from bench.models import build_classifier
+
+    keras.utils.set_random_seed(0)
+    return build_classifier(spec, recipe, config.native_size, config.image_size, config.num_classes, None)
 
 
 def _trainable_part(spec, recipe, deployed, deployed_recipe, config: CostConfig):
@@ -60,13 +79,15 @@ def _trainable_part(spec, recipe, deployed, deployed_recipe, config: CostConfig)
 
 def measure_config(config: CostConfig, command: str = "") -> CostRecord:
     """Measure one configuration in this process (``run_costs`` gives each its own)."""
-    import keras
+    from bench.runners import set_tensorflow_threads
+
+    threads = usable_cores()
+    set_tensorflow_threads(threads)  # before TensorFlow runs anything
     import numpy as np
     import tensorflow as tf
 
     from backbones import get_backbone
     from bench import measure, memory
-    from bench.models import build_classifier
     from bench.stages import STAGES
     from bench.training import compile_model, one_hot, set_precision
 
@@ -76,14 +97,13 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
     progress.report("building")
     dtype_policy = set_precision(config.precision)
     spec = get_backbone(config.backbone)
-    keras.utils.set_random_seed(0)
     recipes = [_stage_recipe(STAGES[name], spec, config.batch_size) for name in spec.stages]
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (SAMPLE_IMAGES, config.native_size, config.native_size, 3), dtype=np.uint8)
+    images = sample_images(config)
+    rng = np.random.default_rng(1)
 
     # Inference: the model the backbone's last stage deploys (a finetune's is a transfer's).
     progress.report("timing inference")
-    deployed = build_classifier(spec, recipes[-1], config.native_size, config.image_size, config.num_classes, None)
+    deployed = _deployed(spec, recipes[-1], config)
     forward = measure.compiled_forward(deployed.model, config.jit_compile)
     throughput = measure.inference_images_per_second(forward, images, config.batch_size, INFER_BATCHES, INFER_REPEATS)
     latency = measure.latency_ms(forward, images, LATENCY_CALLS)
@@ -121,6 +141,9 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
         peak_anon_mb=memory.peak_anon_mb(),
         peak_gpu_mb=measure.peak_gpu_mb(),
         wall_seconds=time.perf_counter() - wall_start,
+        runtime_version=tf.__version__,
+        threads=threads,
+        cpu_flags=cpu_flags(),
         provenance=provenance,
     )
 
@@ -132,22 +155,119 @@ def failed_cost_record(config: CostConfig, failure: str, error: str, command: st
 
 def measure_safely(config: CostConfig, command: str = "") -> CostRecord:
     """``measure_config`` with every exception turned into a failed record (the last traceback lines)."""
+    return _safely(measure_config, config, command, command)
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    """What converting a configuration's model for its runtime left (``convert_config``)."""
+
+    path: str
+    seconds: float
+    flops_per_image: float | None
+    total_params: int
+
+
+def convert_config(config: CostConfig, folder: Path) -> Converted:
+    """The configuration's deployed model, with random weights, converted for its runtime into ``folder``
+    (int8 calibrated on the random sample images: the timings do not depend on the weights' values)."""
+    from backbones import get_backbone
+    from bench import measure
+    from bench.convert import convert
+    from bench.stages import STAGES
+
+    start = time.perf_counter()
+    progress.report("converting")
+    spec = get_backbone(config.backbone)
+    deployed = _deployed(spec, _stage_recipe(STAGES[spec.stages[-1]], spec, config.batch_size), config)
+    images = sample_images(config)
+    path = convert(deployed.model, config.runtime, Path(folder) / config.file_stem, calibration=images)
+    return Converted(str(path), time.perf_counter() - start, measure.flops_per_image(deployed.model, images.shape[1:]), measure.param_counts(deployed.model)[0])
+
+
+def measure_converted(config: CostConfig, converted: Converted, command: str = "") -> CostRecord:
+    """Time ``converted`` in its runtime in this process, which imports nothing else (``run_costs`` gives it its own)."""
+    from bench import memory, runners, timing
+    from bench.convert import file_mb
+
+    start = time.perf_counter()
+    memory.start_anon_peak()
+    provenance = dataclasses.replace(machine(), command=command)
+    threads = usable_cores()
+    progress.report("timing inference")
+    runner = runners.load(config.runtime, Path(converted.path), threads)
+    images = sample_images(config)
+    throughput = timing.images_per_second(runner.run, runner.prepare(timing.batch_of(images, config.batch_size)), config.batch_size, INFER_BATCHES, INFER_REPEATS)
+    latency = timing.latency_ms(runner.run, [runner.prepare(images[i : i + 1]) for i in range(LATENCY_CALLS)], LATENCY_CALLS)
+    runtime = RUNTIMES[config.runtime]
+    return CostRecord(
+        **config.identity(),
+        status="ok",
+        dtype_policy="int8" if runtime.int8 else "float32",
+        infer_images_per_second=throughput["images_per_second"],
+        infer_spread=throughput["spread"],
+        latency_p50_ms=latency["p50"],
+        latency_p95_ms=latency["p95"],
+        flops_per_image=converted.flops_per_image,
+        total_params=converted.total_params,
+        peak_rss_mb=memory.peak_rss_mb(),
+        peak_anon_mb=memory.peak_anon_mb(),
+        wall_seconds=converted.seconds + time.perf_counter() - start,
+        runtime_version=package_version(runtime.package),
+        threads=threads,
+        cpu_flags=cpu_flags(),
+        model_file_mb=file_mb(Path(converted.path)),
+        convert_seconds=converted.seconds,
+        provenance=provenance,
+    )
+
+
+def _safely(work, config: CostConfig, command: str, *args):
+    """``work(config, *args)`` with every exception turned into a failed record (the last traceback lines)."""
     try:
-        return measure_config(config, command)
+        return work(config, *args)
     except Exception as error:
         return failed_cost_record(config, classify(error), failure_text(error), command)
 
 
-def measure_isolated(config: CostConfig, out_dir: Path, command: str = "", timeout_seconds: float | None = None, on_progress=None) -> CostRecord:
-    """``measure_config`` in a spawned child, killed after ``timeout_seconds``; a crash, a kill
-    or a timeout becomes a failed record. ``on_progress(event)`` gets the child's progress events."""
+def convert_safely(config: CostConfig, folder: Path, command: str = ""):
+    """``convert_config``, or a failed record saying the conversion failed."""
+    converted = _safely(convert_config, config, command, folder)
+    if isinstance(converted, CostRecord):
+        return dataclasses.replace(converted, error=f"conversion to {config.runtime} failed: {converted.error}")
+    return converted
+
+
+def measure_converted_safely(config: CostConfig, converted: Converted, command: str = "") -> CostRecord:
+    return _safely(measure_converted, config, command, converted, command)
+
+
+def _in_child(work, args: tuple, config: CostConfig, out_dir: Path, command: str, timeout_seconds: float | None, on_progress):
+    """``work(*args)``'s result in a spawned child, or a failed record for a crash, a kill or a timeout."""
     log_file = Path(out_dir) / LOGS_DIR / (config.file_stem + ".log")
-    end = run_in_child(measure_safely, (config, command), log_file, f"cost {config.key}", timeout_seconds, on_progress)
+    end = run_in_child(work, args, log_file, f"cost {config.key}", timeout_seconds, on_progress)
     if end.result is not None:
-        return end.result
+        return end.result, end.seconds
     # An OOM kill says so (a large batch or size is the likely cause), not just "SIGKILL".
     failure, reason = why_no_result(end, timeout_seconds, "measurement")
-    return failed_cost_record(config, failure, f"{reason}; see {log_file}", command, wall_seconds=end.seconds)
+    return failed_cost_record(config, failure, f"{reason}; see {log_file}", command, wall_seconds=end.seconds), end.seconds
+
+
+def measure_isolated(config: CostConfig, out_dir: Path, command: str = "", timeout_seconds: float | None = None, on_progress=None) -> CostRecord:
+    """``measure_config`` in a spawned child, killed after ``timeout_seconds``; a crash, a kill
+    or a timeout becomes a failed record. ``on_progress(event)`` gets the child's progress events.
+
+    A runtime other than TensorFlow takes two children within the one limit: one converts the
+    model (TensorFlow's converters keep memory), one times it with only the runtime loaded.
+    """
+    if config.runtime == "tensorflow":
+        return _in_child(measure_safely, (config, command), config, out_dir, command, timeout_seconds, on_progress)[0]
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".bench-cost-") as folder:
+        converted, seconds = _in_child(convert_safely, (config, folder, command), config, out_dir, command, timeout_seconds, on_progress)
+        if isinstance(converted, CostRecord):
+            return converted
+        remaining = None if timeout_seconds is None else max(1.0, timeout_seconds - seconds)
+        return _in_child(measure_converted_safely, (config, converted, command), config, out_dir, command, remaining, on_progress)[0]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,8 @@ class CostConfig:
             ``cifar10`` or an image folder's name); the inputs are random either way.
         precision: ``float32`` or ``mixed``.
         jit_compile: XLA-compile the forward pass and the training steps.
+        runtime: what runs the forward pass (``bench.runtimes.RUNTIMES``); only ``tensorflow``
+            also times training steps. Records written before runtimes were measured are ``tensorflow``'s.
     """
 
     backbone: str
@@ -43,12 +45,14 @@ class CostConfig:
     dataset: str = "synthetic"
     precision: str = "float32"
     jit_compile: bool = False
+    runtime: str = "tensorflow"
 
     @property
     def key(self) -> str:
         # The data's shape, not its name, changes the numbers (random inputs either way).
         key = f"{self.backbone}/{self.image_size}px/batch{self.batch_size}/in{self.native_size}px-{self.num_classes}classes"
-        return key + ("/mixed" if self.precision == "mixed" else "") + ("/xla" if self.jit_compile else "")
+        # TensorFlow's keys are those of the records written before there were other runtimes.
+        return key + ("/mixed" if self.precision == "mixed" else "") + ("/xla" if self.jit_compile else "") + ("" if self.runtime == "tensorflow" else f"/{self.runtime}")
 
     @property
     def file_stem(self) -> str:
@@ -57,7 +61,7 @@ class CostConfig:
     @property
     def label(self) -> str:
         """Short, for the live view's line of a running measurement."""
-        return f"{self.backbone} cost {self.image_size}px"
+        return f"{self.backbone} cost {self.image_size}px" + ("" if self.runtime == "tensorflow" else f" {self.runtime}")
 
     def identity(self) -> dict:
         return {"key": self.key, **dataclasses.asdict(self)}
@@ -66,6 +70,9 @@ class CostConfig:
 @dataclasses.dataclass(frozen=True)
 class CostRecord:
     """Everything measured for one ``CostConfig``; ``None`` where a figure does not apply.
+
+    A runtime other than TensorFlow measures inference only (no training steps, ``stages`` empty),
+    on a model converted in a process of its own and timed in another that imports only the runtime.
 
     ``<stage>_train_images_per_second`` is one training step of what that stage trains:
     the whole network (``baseline``), the head on pooled features (``transfer``), the
@@ -84,6 +91,7 @@ class CostRecord:
     jit_compile: bool
     # outcome
     status: str  # ok | failed
+    runtime: str = "tensorflow"  # identity too (after the fields without a default)
     error: str = ""
     failure: str = ""  # for a failed record, one of ``records.FAILURES`` (a ``timeout`` under --cell-timeout)
     dtype_policy: str = ""
@@ -107,6 +115,12 @@ class CostRecord:
     peak_anon_mb: float | None = None  # where bench.measure can tell (anonymous memory: no file pages)
     peak_gpu_mb: float | None = None
     wall_seconds: float | None = None
+    # the runtime and what it ran on: every runtime gets this many threads (the cores the process may use)
+    runtime_version: str = ""
+    threads: int | None = None
+    cpu_flags: str = ""  # the CPU's vector-instruction flags (bench.runtimes.cpu_flags)
+    model_file_mb: float | None = None  # a converted model's file (not tensorflow's)
+    convert_seconds: float | None = None
     # environment: software, machine, code, start time and command line (flat on disk)
     provenance: Provenance = Provenance()
     schema: int = COST_SCHEMA_VERSION

@@ -23,6 +23,7 @@ from bench.stages import PROFILES, STAGES, Stage, unfreeze_layers
 from bench.trial_link import TrialLink
 
 ARTIFACTS_DIR = "artifacts"
+MODELS_DIR = "models"  # each trained cell's whole classifier, for `bench deploy`
 
 # Every setting that can change a number, each resolved to what will run.
 IDENTITY_FIELDS = (
@@ -198,6 +199,10 @@ class Cell:
     def head_artifact(self, out_dir: Path) -> Path:
         """Where the head that ``head_source()`` trains is saved."""
         return Path(out_dir) / ARTIFACTS_DIR / (self.head_source().file_stem + ".head.weights.h5")
+
+    def model_file(self) -> str:
+        """Where, relative to the output folder, this cell's trained classifier is saved (``.keras``)."""
+        return f"{MODELS_DIR}/{self.file_stem}.keras"
 
     def activation_identity(self) -> dict:
         """What determines this cell's cached activations, besides input and cut (``ACTIVATION_FIELDS``)."""

@@ -17,15 +17,16 @@ from bench.records import RUNS, TRIALS, TRIALS_FILE, Record, latest_by_key
 def load(sources) -> tuple[list[Record], int]:
     """Latest record per cell across output folders or ``runs.jsonl`` files, and the bad-line count.
 
-    A ``cost.jsonl`` among the sources is not a runs file and is passed over. Skipped lines and
+    A ``cost.jsonl``, ``trials.jsonl`` or ``deploy.jsonl`` among the sources is not a runs file and is passed over. Skipped lines and
     records of earlier versions are said on stderr (``record_store.load``).
 
     Raises:
         UsageError: a file has lines but no readable record.
     """
     from bench.cost_records import COST_FILE
+    from bench.deploy_records import DEPLOY_FILE
 
-    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name not in (COST_FILE, TRIALS_FILE)], RUNS)
+    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name not in (COST_FILE, TRIALS_FILE, DEPLOY_FILE)], RUNS)
     return list(latest_by_key(loaded.records).values()), loaded.bad_lines
 
 
@@ -53,7 +54,7 @@ def load_apart(sources) -> list[list[Record]]:
 
 def load_cost(sources) -> tuple[pd.DataFrame, int]:
     """The latest cost record per key across folders (their ``cost.jsonl``) or ``cost.jsonl``
-    files, as a frame ordered by backbone, size and batch; and the bad-line count.
+    files, as a frame ordered by backbone, size, batch and runtime; and the bad-line count.
 
     A ``runs.jsonl`` among the sources is not a cost file and is passed over.
 
@@ -61,8 +62,26 @@ def load_cost(sources) -> tuple[pd.DataFrame, int]:
         UsageError: a file has lines but no readable record.
     """
     from bench.cost_records import COST_FIELDS, COST_FILE, COSTS
+    from bench.runtimes import RUNTIMES
 
     loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name == COST_FILE], COSTS)
     latest = latest_by_key(loaded.records)
     frame = pd.DataFrame([record_store.as_flat_dict(r) for r in latest.values()], columns=list(COST_FIELDS))
-    return frame.sort_values(["backbone", "image_size", "batch_size", "key"]).reset_index(drop=True), loaded.bad_lines
+    order = list(RUNTIMES)
+    frame["runtime_order"] = [order.index(r) if r in order else len(order) for r in frame["runtime"]]
+    frame = frame.sort_values(["backbone", "image_size", "batch_size", "runtime_order", "key"]).drop(columns="runtime_order")
+    return frame.reset_index(drop=True), loaded.bad_lines
+
+
+def load_deploy(sources) -> tuple[pd.DataFrame, int]:
+    """The latest deployment record per key across folders (their ``deploy.jsonl``) or
+    ``deploy.jsonl`` files, as a frame; and the bad-line count.
+
+    Raises:
+        UsageError: a file has lines but no readable record.
+    """
+    from bench.deploy_records import DEPLOY_FIELDS, DEPLOY_FILE, DEPLOYS
+
+    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name == DEPLOY_FILE], DEPLOYS)
+    latest = latest_by_key(loaded.records)
+    return pd.DataFrame([record_store.as_flat_dict(r) for r in latest.values()], columns=list(DEPLOY_FIELDS)), loaded.bad_lines

@@ -12,19 +12,28 @@ import dataclasses
 
 import keras
 
-from backbones import BackboneSpec
+from backbones import BackboneSpec, get_backbone
 from bench.stages import Stage
 
 
+@keras.saving.register_keras_serializable(package="bench")
 class Preprocess(keras.layers.Layer):
-    """Applies a backbone's preprocessing function (pixels on the 0-255 scale in)."""
+    """Applies a backbone's preprocessing function (pixels on the 0-255 scale in).
 
-    def __init__(self, fn, **kwargs):
+    Saved by its backbone's name, not its function: a saved classifier (``bench.convert``)
+    loads wherever that backbone is registered.
+    """
+
+    def __init__(self, backbone: str, fn=None, **kwargs):
         super().__init__(**kwargs)
-        self.fn = fn
+        self.backbone = backbone
+        self.fn = fn or get_backbone(backbone).preprocess
 
     def call(self, images):
         return self.fn(keras.ops.cast(images, "float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,7 +82,7 @@ def build_classifier(spec: BackboneSpec, stage: Stage, native_size: int, image_s
     x = inputs
     if image_size != native_size:
         x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
-    x = Preprocess(spec.preprocess, name="preprocess")(x)
+    x = Preprocess(spec.name, spec.preprocess, name="preprocess")(x)
     # A frozen or partly frozen backbone runs with training=False so BatchNorm keeps its
     # ImageNet statistics, even for the layers fine-tuning unfreezes.
     x = backbone(x, training=False) if stage.trainable != "all" else backbone(x)

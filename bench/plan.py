@@ -69,6 +69,7 @@ class CostRequest:
     data: str = "synthetic"
     precision: str = "float32"
     jit_compile: bool = False
+    runtime: tuple[str, ...] | None = None  # default: tensorflow
 
     @classmethod
     def from_args(cls, args) -> "CostRequest":
@@ -286,8 +287,28 @@ def cost_input_shape(data: str) -> tuple[int, int, str]:
     return width, len(classes), path.resolve().name
 
 
+def cost_runtimes(request: CostRequest, log) -> CostRequest:
+    """``request`` with only the runtimes that can run here, one line on ``log`` for each dropped:
+    one not installed, or one that the TensorFlow-only settings (``--precision mixed``, ``--jit-compile``) cannot apply to.
+
+    Raises:
+        UsageError: none is left.
+    """
+    from bench import runtimes
+
+    names = runtimes.check_names(request.runtime or ["tensorflow"])
+    if request.precision != "float32" or request.jit_compile:
+        for name in [n for n in names if n != "tensorflow"]:
+            print(f"skipped runtime {name}: --precision mixed and --jit-compile are TensorFlow's settings; measure it without them", file=log, flush=True)
+        names = [n for n in names if n == "tensorflow"]
+    names = runtimes.installed(names, log)
+    if not names:
+        raise UsageError(f"no runtime asked for can be measured here; install them (pip install -e \".[{runtimes.EXTRA}]\") or add --runtime tensorflow")
+    return dataclasses.replace(request, runtime=tuple(names))
+
+
 def plan_costs(request: CostRequest) -> list:
-    """The ``CostConfig``s a ``cost`` command asks for, in run order."""
+    """The ``CostConfig``s a ``cost`` command asks for, in run order (``cost_runtimes`` has checked its runtimes)."""
     from bench.cost_records import CostConfig
 
     specs = [get_backbone(name) for name in (list_backbones() if request.all else request.backbone)]
@@ -300,5 +321,6 @@ def plan_costs(request: CostRequest) -> list:
         check_min_image_sizes(spec, sizes)
         for size in sizes:
             for batch_size in request.batch_size or DEFAULT_COST_BATCH_SIZES:
-                configs.append(CostConfig(spec.name, size, batch_size, native_size, num_classes, label, request.precision, request.jit_compile))
+                for runtime in request.runtime or ("tensorflow",):
+                    configs.append(CostConfig(spec.name, size, batch_size, native_size, num_classes, label, request.precision, request.jit_compile, runtime))
     return configs

@@ -1,4 +1,4 @@
-"""Figures over the summary, the per-epoch histories and the cost records, each returned laid out
+"""Figures over the summary, the per-epoch histories, the cost and the deployment records, each returned laid out
 and ready to save; ``bench.publish`` writes them (as PNG, at ``DPI``)."""
 
 from __future__ import annotations
@@ -95,13 +95,13 @@ def accuracy_by_stage(summary: pd.DataFrame) -> Figure:
     return figure
 
 
-def _accuracy_scatter(summary: pd.DataFrame, x, label, xlabel: str, title: str, log_x: bool = False) -> Figure:
-    """Test accuracy against ``x(group)`` per stage, each point labelled by ``label(row)``."""
+def _accuracy_scatter(summary: pd.DataFrame, x, label, xlabel: str, title: str, log_x: bool = False, by: str = "stage") -> Figure:
+    """Test accuracy against ``x(group)``, a colour per value of column ``by``, each point labelled by ``label(row)``."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     points, texts = [], []
-    for stage, group in summary.groupby("stage"):
+    for name, group in summary.groupby(by):
         xs = x(group)
-        axis.scatter(xs, 100 * group["test_accuracy"], label=stage)
+        axis.scatter(xs, 100 * group["test_accuracy"], label=name)
         for row, value in zip(group.itertuples(), xs):
             points.append((value, 100 * row.test_accuracy))
             texts.append(label(row))
@@ -171,15 +171,17 @@ def accuracy_vs_cost(summary: pd.DataFrame) -> Figure:
 
 
 def throughput_vs_gflops(cost: pd.DataFrame) -> Figure:
-    """Inference images/s against GFLOPs per image, one point per ok cost record."""
+    """Inference images/s against GFLOPs per image, one point per ok cost record; a colour per
+    backbone, or per runtime where records ran on several."""
     ok = cost[cost["status"] == "ok"].dropna(subset=["flops_per_image", "infer_images_per_second"])
+    by_runtime = "runtime" in ok and ok["runtime"].nunique() > 1
     figure, axis = plt.subplots(figsize=(7, 4.5))
     points, texts = [], []
-    for backbone, group in ok.groupby("backbone", sort=True):
-        axis.scatter(group["flops_per_image"] / 1e9, group["infer_images_per_second"], label=backbone)
+    for name, group in ok.groupby("runtime" if by_runtime else "backbone", sort=True):
+        axis.scatter(group["flops_per_image"] / 1e9, group["infer_images_per_second"], label=name)
         for row in group.itertuples():
             points.append((row.flops_per_image / 1e9, row.infer_images_per_second))
-            texts.append(f"{row.image_size}px b{row.batch_size}")
+            texts.append(f"{row.backbone} {row.image_size}px" if by_runtime else f"{row.image_size}px b{row.batch_size}")
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.margins(0.15)
@@ -211,6 +213,19 @@ def tuning_history(trials: pd.DataFrame) -> Figure:
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     return figure
+
+
+def accuracy_vs_latency(summary: pd.DataFrame) -> Figure:
+    """Test accuracy against batch-1 latency, a colour per runtime, one point per ``bench.stats.deploy_summary`` row."""
+    return _accuracy_scatter(
+        summary,
+        lambda group: group["latency_p50_ms"],
+        lambda row: f"{row.backbone} {row.stage}",
+        "batch-1 latency p50 (ms, log scale)",
+        "Accuracy against latency per runtime (trained cells, converted)",
+        log_x=True,
+        by="runtime",
+    )
 
 
 def report_figures(frame: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple[str, Figure]]:

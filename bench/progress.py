@@ -13,7 +13,7 @@ import time
 from typing import Callable
 
 # The phases a cell goes through, in order ("starting" is the parent's, while the child imports TensorFlow).
-PHASES = ("starting", "loading data", "building model", "extracting", "training", "evaluating", "measuring")
+PHASES = ("starting", "loading data", "building model", "extracting", "training", "converting", "evaluating", "measuring")
 # At most two events a second reach the parent, besides phase changes, phase ends and milestones.
 MIN_INTERVAL_SECONDS = 0.5
 

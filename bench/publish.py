@@ -1,5 +1,5 @@
 """Publishing: the only module that writes a results folder's files (README.md, summary.csv,
-cost.md, the plots, perf.md) and the headline block into a project README, each atomically
+cost.md, deploy.md, the plots, perf.md) and the headline block into a project README, each atomically
 (``bench.files``: written beside its place and renamed into it)."""
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ from pathlib import Path
 import pandas as pd
 
 from bench import files
-from bench.loading import load, load_cost, load_trials
+from bench.loading import load, load_cost, load_deploy, load_trials
 from bench.render.cost import cost_section, render_cost
+from bench.render.deploy import deploy_section, render_deploy
 from bench.render.labels import distinguish_labels, settings
 from bench.render.results_readme import render_markdown
 from bench.render.runs import render_headline
 from bench.render.tuning import tuning_section
-from bench.stats import records_frame, study_summaries, summarize, trials_frame
+from bench.stats import deploy_summary, records_frame, study_summaries, summarize, trials_frame
 
 COST_MARKDOWN, COST_PLOT = "cost.md", "cost_throughput_vs_gflops.png"
+DEPLOY_MARKDOWN, DEPLOY_PLOT = "deploy.md", "deploy_accuracy_vs_latency.png"
 TUNING_PLOT = "tuning_val_accuracy.png"
 # A hand-written file beside the records (dataset caveats, context) that heads the report.
 NOTES_FILE = "notes.md"
@@ -69,6 +71,22 @@ def write_cost_report(out_dir: Path, cost: pd.DataFrame | None = None, bad_lines
     return [markdown, plot]
 
 
+def write_deploy_report(out_dir: Path, extra_inputs=()) -> tuple[list[Path], str]:
+    """``deploy.md`` and the accuracy-against-latency plot from the deployment records of
+    ``out_dir`` (and ``extra_inputs``); returns the paths written and the section for a README ("" without records)."""
+    from bench import plots
+
+    out_dir = Path(out_dir)
+    deploy, bad_lines = load_deploy([out_dir, *extra_inputs])
+    if deploy.empty:
+        return [], ""
+    summary = deploy_summary(deploy)
+    written = [save_figure(plots.accuracy_vs_latency(summary), out_dir / DEPLOY_PLOT)] if not summary.empty else []
+    plot_name = written[0].name if written else None
+    written.insert(0, write_markdown(out_dir / DEPLOY_MARKDOWN, render_deploy(deploy, summary, bad_lines, plot_name)))
+    return written, deploy_section(deploy, summary, bad_lines, plot_name)
+
+
 def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = None) -> list[Path]:
     """Write summary.csv, plots and README.md into ``out_dir``, then the headline block into
     ``project_readme`` between its markers where given; returns the paths written.
@@ -98,10 +116,11 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     trials = trials_frame(load_trials([out_dir, *extra_inputs])[0])
     tuning_paths = [save_figure(plots.tuning_history(trials), out_dir / TUNING_PLOT)] if len(trials) else []
     tuning_block = tuning_section(study_summaries(trials), TUNING_PLOT) if len(trials) else ""
+    deploy_paths, deploy_block = write_deploy_report(out_dir, extra_inputs)
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
     # The README last: a reader who sees a new one sees the whole new set beside it.
-    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block))
-    written = [readme, summary_csv, *plot_paths, *cost_paths, *tuning_paths]
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block))
+    written = [readme, summary_csv, *plot_paths, *cost_paths, *tuning_paths, *deploy_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)
         written.append(files.write_text(project_readme, splice_readme(project_readme.read_text(), render_headline(frame, summary))))

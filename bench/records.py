@@ -55,6 +55,7 @@ class Record:
     trial: int | None = None
     pruned: bool = False
     tuning: dict = dataclasses.field(default_factory=dict)
+    model_file: str = ""  # the trained classifier, relative to the output folder ("": not saved, as before it was)
     # accuracy
     test_accuracy: float | None = None
     test_loss: float | None = None

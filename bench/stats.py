@@ -186,3 +186,43 @@ def study_summaries(trials: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+
+def deploy_summary(deploy: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (a cell's identity but its seed) and runtime over the ok deployment records:
+    mean accuracy, TensorFlow's mean on the same images, the mean drop from it in points, mean
+    agreement, and the medians of size and timings."""
+    from bench.runtimes import RUNTIMES
+
+    ok = deploy[deploy["status"] == "ok"]
+    configuration = [identity_digest(group_identity(identity)) for identity in ok["identity"]]
+    rows = []
+    for (_, runtime), group in ok.groupby([configuration, "runtime"], sort=False):
+        first = group.iloc[0]
+        rows.append(
+            {
+                "backbone": first["backbone"],
+                "stage": first["stage"],
+                "image_size": int(first["image_size"]),
+                "augment": first["augment"],
+                "runtime": runtime,
+                "seeds": len(group),
+                "test_accuracy": float(group["test_accuracy"].mean()),
+                "reference_accuracy": float(group["reference_accuracy"].mean()),
+                "drop_points": float(100 * (group["reference_accuracy"] - group["test_accuracy"]).mean()),
+                "agreement": float(group["agreement"].mean()),
+                "model_file_mb": float(group["model_file_mb"].median()),
+                "infer_images_per_second": float(group["infer_images_per_second"].median()),
+                "infer_batch_size": int(group["infer_batch_size"].median()),
+                "latency_p50_ms": float(group["latency_p50_ms"].median()),
+                "latency_p95_ms": float(group["latency_p95_ms"].median()),
+                "peak_rss_mb": float(group["peak_rss_mb"].median()),
+            }
+        )
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return summary
+    order = list(RUNTIMES)
+    summary["_stage"], summary["_runtime"] = summary["stage"].map(STAGE_ORDER).fillna(9), summary["runtime"].map(order.index)
+    return summary.sort_values(["backbone", "_stage", "image_size", "_runtime"]).drop(columns=["_stage", "_runtime"]).reset_index(drop=True)

@@ -24,14 +24,29 @@ COST_HOW_TO_READ = (
 )
 
 
+RUNTIMES_HOW_TO_READ = (
+    "**runtime**: what ran the forward pass: `tensorflow` the compiled Keras model; the others a converted file "
+    "(`onnxruntime`, `openvino` at float32, `litert` float32, `litert-int8` full-integer int8), each converted in one "
+    "process and timed in another that loads only its runtime, every runtime on the same threads, one operator at a "
+    "time; they time inference only (train columns n/a)."
+)
+
+
+def shows_runtimes(cost: pd.DataFrame) -> bool:
+    """Whether any record ran on a runtime other than TensorFlow (tables of older records stay as they were)."""
+    return bool((cost["runtime"].fillna("tensorflow") != "tensorflow").any())
+
+
 def cost_without_training_table(cost: pd.DataFrame) -> str:
-    """One row per ok cost record; the anonymous-memory column only where a record has it."""
+    """One row per ok cost record; the anonymous-memory and runtime columns only where a record has them."""
     ok = cost[cost["status"] == "ok"]
     show_anon = ok["peak_anon_mb"].notna().any()
     show_compute = (ok["precision"] != "float32").any() or ok["jit_compile"].fillna(False).astype(bool).any()
     rows = []
     for row in ok.itertuples():
         entry = {"backbone": f"`{row.backbone}`", "size px": row.image_size, "batch": row.batch_size}
+        if shows_runtimes(cost):
+            entry["runtime"] = row.runtime
         if show_compute:
             entry["compute"] = row.dtype_policy + (", XLA" if row.jit_compile else "")
         entry["infer img/s"] = number(row.infer_images_per_second) + half_range(row.infer_spread)
@@ -50,7 +65,8 @@ def cost_without_training_table(cost: pd.DataFrame) -> str:
 
 def cost_section(cost: pd.DataFrame, bad_lines: int, plot_name: str | None, heading: str = "##") -> str:
     """The cost-without-training block: how to read it, the table, failures, the plot."""
-    parts = [f"{heading} Cost without training", "", COST_HOW_TO_READ, "", *cost_provenance(cost, bad_lines), "", cost_without_training_table(cost), ""]
+    how_to_read = COST_HOW_TO_READ + (" " + RUNTIMES_HOW_TO_READ if shows_runtimes(cost) else "")
+    parts = [f"{heading} Cost without training", "", how_to_read, "", *cost_provenance(cost, bad_lines), "", cost_without_training_table(cost), ""]
     failed = cost[cost["status"] != "ok"]
     if len(failed):
         parts += ["Failed measurements:", "", *[f"- `{r.key}`: {first_line(r.error)}" for r in failed.itertuples()], ""]

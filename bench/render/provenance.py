@@ -43,6 +43,16 @@ def provenance(frame: pd.DataFrame, bad_lines: int) -> list[str]:
     return lines
 
 
+def runtime_lines(frame: pd.DataFrame) -> list[str]:
+    """The runtimes, their versions, the threads each got and the CPU's flags, where records say them."""
+    measured = frame[frame["threads"].notna()] if "threads" in frame else frame.iloc[:0]
+    if measured.empty:
+        return []
+    versions = sorted({f"{r.runtime} {r.runtime_version}".strip() for r in measured.itertuples()})
+    threads = ", ".join(str(n) for n in sorted({int(n) for n in measured["threads"]}))  # a column with gaps holds floats
+    return [f"- Runtimes: {', '.join(versions)}; threads: {threads} (every runtime alike); CPU flags: {distinct(measured, 'cpu_flags')}"]
+
+
 def cost_provenance(cost: pd.DataFrame, bad_lines: int) -> list[str]:
     """The cost records' provenance bullets: counts, the random inputs' shape, environment, dates, commands."""
     inputs = sorted({f"{r.native_size} px, {r.num_classes} classes (`{r.dataset}`)" for r in cost.itertuples()})
@@ -51,6 +61,7 @@ def cost_provenance(cost: pd.DataFrame, bad_lines: int) -> list[str]:
         + (f"; {bad_lines} malformed line(s) in cost.jsonl skipped" if bad_lines else ""),
         f"- Inputs: random images of {'; '.join(inputs)}",
         *environment_lines(cost),
+        *runtime_lines(cost),
         f"- Measured between {cost['started_at'].min()} and {cost['started_at'].max()}",
         *commands_line(cost),
     ]

@@ -1,5 +1,5 @@
 """A results folder's README.md: notes, provenance, winners, accuracy, cost, axes, cost without
-training, tuning, failed cells and plots, in that order."""
+training, tuning, deployment, failed cells and plots, in that order."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ COST_EXPLANATION = (
 )
 
 
-def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "", tuning_block: str = "") -> str:
+def render_markdown(
+    frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "", tuning_block: str = "", deploy_block: str = ""
+) -> str:
     """The README text of a results folder.
 
     Args:
@@ -31,6 +33,7 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
         notes: hand-written text that heads the report.
         cost_block: the cost-without-training section, or empty.
         tuning_block: the tuning studies' section, or empty.
+        deploy_block: the deployment section, or empty.
     """
     sections = ["# Benchmark results", ""]
     if notes.strip():
@@ -49,6 +52,8 @@ def render_markdown(frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, 
         sections += [cost_block.strip(), ""]
     if tuning_block:
         sections += [tuning_block.strip(), ""]
+    if deploy_block:
+        sections += [deploy_block.strip(), ""]
     if (frame["status"] != "ok").any():
         sections += ["## Failed cells", "", failures_table(frame), ""]
     if plots:
