@@ -3,10 +3,11 @@
 ``tensorflow``: the whole classifier as ``.keras`` (what a trained cell saves), weights only, no optimiser state. ``onnxruntime``:
 Keras's own ONNX export (tf2onnx under TensorFlow). ``openvino`` and ``litert*``: from a
 SavedModel export, since TFLite's ``from_keras_model`` does not take Keras 3 models; OpenVINO
-keeps float32 weights (its saver compresses them to FP16 by default), LiteRT only built-in
-operators (a Flex operator cannot run in the standalone ``ai-edge-litert`` interpreter) and,
-for ``litert-int8``, full-integer post-training quantisation calibrated on the images given
-(uint8 pixels in, exactly: the input quantisation is calibrated to them). TensorFlow's
+keeps float32 weights (its saver compresses them to FP16 by default), ``openvino-int8`` is
+NNCF's post-training quantisation of it; LiteRT only built-in operators (a Flex operator
+cannot run in the standalone ``ai-edge-litert`` interpreter) and, for ``litert-int8``,
+full-integer post-training quantisation (uint8 pixels in, exactly: the input quantisation is
+calibrated to them). Both int8 conversions are calibrated on the images given. TensorFlow's
 converters keep memory per call: a process should convert and end (``bench.deploy`` and
 ``bench.cost`` convert in a child of their own).
 """
@@ -68,12 +69,18 @@ def _litert_bytes(model, calibration: np.ndarray | None) -> bytes:
         return converter.convert()
 
 
-def _openvino(model, path: Path) -> None:
+def _openvino(model, path: Path, calibration: np.ndarray | None) -> None:
     import openvino
 
     with _saved_model(model) as saved, tempfile.TemporaryDirectory(dir=path.parent, prefix=".bench-convert-") as folder:
+        converted = openvino.convert_model(saved)
+        if calibration is not None:
+            import nncf
+
+            samples = [image[None].astype(np.float32) for image in calibration]
+            converted = nncf.quantize(converted, nncf.Dataset(samples), subset_size=len(samples))
         written = Path(folder) / path.name
-        openvino.save_model(openvino.convert_model(saved), written, compress_to_fp16=False)
+        openvino.save_model(converted, written, compress_to_fp16=False)
         # The weights first: a reader finding the new .xml finds its .bin.
         for part, final in zip(model_files(written)[::-1], model_files(path)[::-1]):
             with files.atomic_path(final) as temporary:
@@ -86,25 +93,26 @@ def convert(model, runtime: str, path: Path, calibration: np.ndarray | None = No
     Args:
         runtime: a name of ``bench.runtimes.RUNTIMES``; ``path`` takes its suffix.
         calibration: uint8 images ``(N, H, W, 3)`` the int8 quantisation is calibrated on
-            (training images, never test images); only ``litert-int8`` reads them.
+            (training images, never test images); only the int8 runtimes read them.
 
     Returns:
         ``path``, with its runtime's suffix.
 
     Raises:
-        ValueError: ``litert-int8`` without calibration images.
+        ValueError: an int8 runtime without calibration images.
         Exception: whatever the converter raises for a model it cannot convert (an operator
             outside LiteRT's built-ins, say); nothing is left at ``path`` then.
     """
     path = Path(path).with_suffix(RUNTIMES[runtime].suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if runtime == "openvino":
-        _openvino(model, path)
+    if RUNTIMES[runtime].int8 and (calibration is None or not len(calibration)):
+        raise ValueError(f"{runtime} needs calibration images")
+    calibration = calibration if RUNTIMES[runtime].int8 else None
+    if runtime in ("openvino", "openvino-int8"):
+        _openvino(model, path, calibration)
         return path
     if runtime in ("litert", "litert-int8"):
-        if RUNTIMES[runtime].int8 and (calibration is None or not len(calibration)):
-            raise ValueError(f"{runtime} needs calibration images")
-        files.write_bytes(path, _litert_bytes(model, calibration if RUNTIMES[runtime].int8 else None))
+        files.write_bytes(path, _litert_bytes(model, calibration))
         return path
     with files.atomic_path(path) as temporary:  # its name keeps the suffix Keras picks the format by
         if runtime == "tensorflow":

@@ -4,7 +4,8 @@ own input (for timing) and ``Runner.probabilities`` on uint8 images (for accurac
 Every runtime gets the same ``threads`` for its compute and runs one operator at a time,
 so a difference between runtimes is their kernels', not their thread pools': ONNX Runtime and
 OpenVINO otherwise pick their own counts, TensorFlow runs independent operators side by side.
-OpenVINO is held to float32 (on a CPU with bf16 it runs bf16 unless told). Each runtime's
+OpenVINO is held to float32 (on a CPU with bf16 it runs bf16 unless told), but for the
+operators NNCF quantised to int8. Each runtime's
 package is imported only by its loader: a runtime's measuring process loads nothing else.
 """
 
@@ -120,7 +121,7 @@ def _litert(path: Path, threads: int | None) -> Runner:
     return Runner(prepare=prepare, run=run)
 
 
-_LOADERS = {"tensorflow": _tensorflow, "onnxruntime": _onnxruntime, "openvino": _openvino, "litert": _litert, "litert-int8": _litert}
+_LOADERS = {"tensorflow": _tensorflow, "onnxruntime": _onnxruntime, "openvino": _openvino, "openvino-int8": _openvino, "litert": _litert, "litert-int8": _litert}
 
 
 def load(runtime: str, path: Path, threads: int | None) -> Runner:

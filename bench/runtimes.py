@@ -3,8 +3,9 @@ installs them, and the machine settings every runtime is given alike (threads) o
 with (the CPU's vector-instruction flags). Imports nothing heavy.
 
 ``tensorflow`` is today's compiled Keras forward pass; the others run a converted file:
-ONNX Runtime (``.onnx``), OpenVINO (``.xml`` + ``.bin``), LiteRT float32 and LiteRT
-full-integer int8 (``.tflite``), the last calibrated on training images.
+ONNX Runtime (``.onnx``), OpenVINO float32 and OpenVINO int8 through NNCF (``.xml`` +
+``.bin``), LiteRT float32 and LiteRT full-integer int8 (``.tflite``); the int8 ones are
+calibrated on training images.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ RUNTIMES = {
         # Keras writes ONNX through tf2onnx (model.export(format="onnx")), which needs onnx.
         Runtime("onnxruntime", "onnxruntime", ("onnxruntime", "tf2onnx", "onnx"), ".onnx"),
         Runtime("openvino", "openvino", ("openvino",), ".xml"),
+        # NNCF's post-training quantisation of the OpenVINO model, calibrated as litert-int8 is.
+        Runtime("openvino-int8", "openvino", ("openvino", "nncf"), ".xml", int8=True),
         Runtime("litert", "ai-edge-litert", ("ai_edge_litert",), ".tflite"),
         Runtime("litert-int8", "ai-edge-litert", ("ai_edge_litert",), ".tflite", int8=True),
     )

@@ -52,7 +52,9 @@ def _runtime_param(name, slow=False):
 
 # ONNX (Keras's export) and int8 LiteRT (SavedModel, TFLite's converter) in the default suite: both
 # conversion routes; the float LiteRT and OpenVINO conversions take longer.
-@pytest.mark.parametrize("runtime", [_runtime_param("onnxruntime"), _runtime_param("litert-int8"), _runtime_param("litert", slow=True), _runtime_param("openvino", slow=True)])
+@pytest.mark.parametrize(
+    "runtime", [_runtime_param("onnxruntime"), _runtime_param("litert-int8"), _runtime_param("litert", slow=True), _runtime_param("openvino", slow=True), _runtime_param("openvino-int8", slow=True)]
+)
 def test_a_converted_tiny_classifier_predicts_as_tensorflow_does(runtime, tmp_path):
     clf = _classifier()
     reference = clf.model.predict(IMAGES.astype("float32"), verbose=0)

@@ -26,7 +26,8 @@ COST_HOW_TO_READ = (
 
 RUNTIMES_HOW_TO_READ = (
     "**runtime**: what ran the forward pass: `tensorflow` the compiled Keras model; the others a converted file "
-    "(`onnxruntime`, `openvino` at float32, `litert` float32, `litert-int8` full-integer int8), each converted in one "
+    "(`onnxruntime`, `openvino` at float32, `openvino-int8` quantised by NNCF, `litert` float32, `litert-int8` full-integer "
+    "int8), each converted in one "
     "process and timed in another that loads only its runtime, every runtime on the same threads, one operator at a "
     "time; they time inference only (train columns n/a)."
 )

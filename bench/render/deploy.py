@@ -16,8 +16,8 @@ DEPLOY_HOW_TO_READ = (
     "of its own. **accuracy**: the converted model's test accuracy (mean over seeds); **drop**: TensorFlow's accuracy on the "
     "same images minus it, in points; **agreement**: the share of test images whose predicted class is TensorFlow's. "
     f"A float runtime more than {FLOAT_TOLERANCE_POINTS} point from TensorFlow is a failed conversion and is not timed; "
-    "`litert-int8` is full-integer post-training quantisation calibrated on a few hundred of the cell's training images "
-    "(never test images): its drop is the quantisation's. **file MB**: the model file(s) the runtime loads. "
+    "`litert-int8` (full-integer) and `openvino-int8` (NNCF) are post-training quantisation calibrated on a few hundred of "
+    "the cell's training images (never test images): their drop is the quantisation's. **file MB**: the model file(s) the runtime loads. "
     "**infer img/s**: batch 64, warm-up excluded, median of 5 timed repeats; **latency**: batch 1, p50 / p95 over 30 calls; "
     "**peak RSS**: the measuring process's, which loaded only its runtime. Every runtime runs on the same threads."
 )
