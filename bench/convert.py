@@ -1,8 +1,8 @@
 """A Keras classifier written as each runtime's model file (``bench.runtimes``), atomically.
 
-``tensorflow``: the whole classifier as ``.keras`` (what a trained cell saves), weights only, no optimiser state. ``onnxruntime``:
-Keras's own ONNX export (tf2onnx under TensorFlow). ``openvino`` and ``litert*``: from a
-SavedModel export, since TFLite's ``from_keras_model`` does not take Keras 3 models; OpenVINO
+``tensorflow``: the whole classifier as ``.keras`` (what a trained cell saves), its weights
+and no optimiser state. ``onnxruntime``: the frozen inference function through tf2onnx.
+``openvino*`` and ``litert*``: from a SavedModel export, since TFLite's ``from_keras_model`` does not take Keras 3 models; OpenVINO
 keeps float32 weights (its saver compresses them to FP16 by default), ``openvino-int8`` is
 NNCF's post-training quantisation of it; LiteRT only built-in operators (a Flex operator
 cannot run in the standalone ``ai-edge-litert`` interpreter) and, for ``litert-int8``,
@@ -118,7 +118,29 @@ def convert(model, runtime: str, path: Path, calibration: np.ndarray | None = No
         if runtime == "tensorflow":
             _inference_copy(model).save(temporary)
         else:
-            # Keras's ONNX export reads its input signature from a model that has been called once.
-            model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)
-            model.export(str(temporary), format="onnx", verbose=False)
+            _onnx(model, temporary)
     return path
+
+
+def _onnx(model, path: Path) -> None:
+    """The model's inference function, frozen, converted by tf2onnx.
+
+    Not Keras's ``model.export(format="onnx")``: it hands tf2onnx the function unfrozen, and
+    tensors a layer captures (EfficientNet-B0's Normalization constants) become extra graph
+    inputs that ONNX Runtime then demands. Freezing first makes them constants.
+    """
+    import tensorflow as tf
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    try:  # tf2onnx 1.17 predates NumPy 2: Keras patches it for its own ONNX export
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()
+    except ImportError:
+        pass
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="images")
+    frozen = convert_variables_to_constants_v2(tf.function(lambda images: model(images, training=False)).get_concrete_function(spec))
+    tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs], output_names=[t.name for t in frozen.outputs], output_path=str(path)
+    )

@@ -43,7 +43,7 @@ RUNTIMES = {
     runtime.name: runtime
     for runtime in (
         Runtime("tensorflow", "tensorflow", (), ".keras"),
-        # Keras writes ONNX through tf2onnx (model.export(format="onnx")), which needs onnx.
+        # ONNX is written by tf2onnx (bench.convert), which needs onnx.
         Runtime("onnxruntime", "onnxruntime", ("onnxruntime", "tf2onnx", "onnx"), ".onnx"),
         Runtime("openvino", "openvino", ("openvino",), ".xml"),
         # NNCF's post-training quantisation of the OpenVINO model, calibrated as litert-int8 is.

@@ -71,6 +71,22 @@ def test_a_converted_tiny_classifier_predicts_as_tensorflow_does(runtime, tmp_pa
         assert agreement == 1
 
 
+@pytest.mark.skipif(bool(missing_modules("onnxruntime")), reason="onnxruntime not installed")
+def test_the_onnx_model_takes_the_images_alone_when_a_layer_captures_constants(tmp_path):
+    """EfficientNet-B0 normalises its input with constants its Normalization layer captures:
+    converted unfrozen, they became graph inputs ONNX Runtime demanded."""
+    import keras
+
+    inputs = keras.Input((8, 8, 3), name="images")
+    normalised = keras.layers.Normalization(mean=[10.0, 20.0, 30.0], variance=[4.0, 9.0, 16.0])(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(normalised)))
+    path = convert(model, "onnxruntime", tmp_path / "model")
+    import onnxruntime
+
+    assert len(onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()) == 1
+    np.testing.assert_allclose(runners.load("onnxruntime", path, threads=1).probabilities(IMAGES[:4, :8, :8]), model.predict(IMAGES[:4, :8, :8].astype("float32"), verbose=0), atol=1e-5)
+
+
 def test_the_saved_classifier_reloads_whole_without_optimiser_state(tmp_path):
     import keras
 
