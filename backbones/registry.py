@@ -20,7 +20,7 @@ ENTRY_POINT_GROUP = "bench.backbones"
 # Comma-separated modules to import for their backbones, for code that is not an installed
 # package (a script, a test): spawned cell processes inherit it, so they see the same registry.
 MODULES_ENV_VAR = "BENCH_BACKBONE_MODULES"
-ALL_STAGES = ("baseline", "transfer", "finetune")
+ALL_STAGES = ("baseline", "linear", "transfer", "finetune")
 # keras.applications rejects inputs under 32 px
 MIN_IMAGE_SIZE = 32
 
@@ -171,7 +171,7 @@ def register_backbone(
     default_image_size: int = 96,
     preprocess: Callable | str | None = None,
     has_imagenet_weights: bool = False,
-    stages: tuple[str, ...] = ("transfer", "finetune"),
+    stages: tuple[str, ...] = ("linear", "transfer", "finetune"),
     min_image_size: int = MIN_IMAGE_SIZE,
     description: str = "",
     unfreeze_layers: int | None = None,

@@ -9,6 +9,7 @@ split, measures no cost, saves nothing, and reports each epoch to its study's pr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -22,10 +23,11 @@ from bench.convert import convert
 from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
 from bench.features import FeatureCache, cached_inputs
 from bench.grid import Cell, RunOptions, failed_record
+from bench.linear_probe import fit_linear_probe, load_into_head
 from bench.models import build_classifier, cached_split
 from bench.records import Record
 from bench.stages import PROFILES
-from bench.training import evaluate, image_epochs, in_memory_variant_epochs, map_shift, one_hot, set_precision, train, variant_epochs
+from bench.training import TrainResult, evaluate, image_epochs, in_memory_variant_epochs, map_shift, one_hot, set_precision, train, variant_epochs
 from bench.trial_link import pruning_hook
 
 
@@ -47,9 +49,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     # Data and model.
     progress.report("loading data")
     pool_images, test_images = cell.train_images or PROFILES[cell.profile].train_images, PROFILES[cell.profile].test_images
-    data = prepare(load_raw(cell.data, cache_dir, with_test=options.trial is None), cell.seed, cell.val_fraction, pool_images, test_images)
-    if cell.fit_on == "train+val":
-        data = data.with_validation_in_training()
+    split = prepare(load_raw(cell.data, cache_dir, with_test=options.trial is None), cell.seed, cell.val_fraction, pool_images, test_images)
+    data = split.with_validation_in_training() if cell.fit_on == "train+val" else split
     progress.report("building model")
     clf = build_classifier(spec, recipe, data.image_size, cell.image_size, data.num_classes, None if cell.weights == "none" else cell.weights)
     y_train, y_val = one_hot(data.y_train, data.num_classes), one_hot(data.y_val, data.num_classes)
@@ -69,7 +70,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     cache_seconds = 0.0
     if cached:
         cache_start = time.perf_counter()
-        # Where finetune would cut (this cell's depth override included), so transfer can store it.
+        # Where finetune would cut (this cell's depth override included), so transfer and linear
+        # store it too: the three read and write one set of entries, whichever runs first.
         finetune_depth = cell.counterpart("finetune").recipe().unfreeze_layers if "finetune" in spec.stages else None
         prefix, trained, cut_names = cached_split(clf, recipe, finetune_depth)
         cache = FeatureCache(cell, prefix, cut_names, features_dir)
@@ -86,14 +88,23 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         val_variants = [data.x_val] + ([data.x_val.mirror()] if recipe.tta_flip else [])
         test_variants = [] if data.x_test is None else [data.x_test] + ([data.x_test.mirror()] if recipe.tta_flip else [])
 
-    # Training.
-    should_stop = pruning_hook(options.trial) if options.trial else None
-    result = train(trained, epoch_inputs, math.ceil(len(y_train) / recipe.batch_size), val_variants[0], y_val, recipe, cell.jit_compile, should_stop)
+    # Training: the epoch loop, or the linear stage's penalty search by L-BFGS on the cached features.
+    linear = {}
+    if recipe.solver == "lbfgs":
+        # The penalty is chosen with fits on the training split alone; a final fit on train+val refits the choice on both.
+        search = [dataclasses.replace(view, index=split.train_index) for view in train_variants]
+        final = (train_variants, data.y_train) if cell.fit_on == "train+val" else None
+        probe = fit_linear_probe(search, split.y_train, val_variants[0], split.y_val, recipe.l2_penalties, data.num_classes, final)
+        load_into_head(trained, probe)
+        result, linear = TrainResult([], None, False, probe.seconds), probe.record_fields()
+    else:
+        should_stop = pruning_hook(options.trial) if options.trial else None
+        result = train(trained, epoch_inputs, math.ceil(len(y_train) / recipe.batch_size), val_variants[0], y_val, recipe, cell.jit_compile, should_stop)
     common = dict(
         recipe=cell.recipe_record(),
         epochs=len(result.history),
         batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate,
+        learning_rate=recipe.learning_rate if recipe.solver == "adamw" else None,
         unfreeze_layers=recipe.unfreeze_layers if recipe.trainable == "top" else None,
         path=("cached" if options.loader == "batched" else f"cached-{options.loader}") if cached else "uncached",
         history=result.history,
@@ -165,6 +176,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         flops_per_image=flops,
         model_file=cell.model_file(),
         **common,
+        **linear,
     )
 
 

@@ -144,11 +144,14 @@ class Cell:
         """Whether the cell trains on cached activations of its frozen part.
 
         A cache is exact only for a policy's deterministic variants, and a shift needs a
-        spatial cut (finetune's): pooled features cannot move.
+        spatial cut (finetune's): pooled features cannot move. The ``linear`` stage (L-BFGS)
+        fits on the cached pooled features alone, always.
         """
         from bench.augment import get_policy
 
         recipe = self.recipe()
+        if recipe.solver == "lbfgs":
+            return True
         exact = get_policy(self.augment).cache_variants is not None
         return self.use_cache and recipe.trainable != "all" and exact and (recipe.trainable == "top" or not recipe.shift_fraction)
 

@@ -210,6 +210,8 @@ class SweepView:
             text = f"epoch {int(metrics['epoch'])}/{int(metrics['epochs'])}" + ("" if event.milestone else f", step {event.done:,}/{event.total:,}")
             shown = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in metrics]
             text += ": " + ", ".join(f"{k} {metrics[k]:.1%}" if "accuracy" in k else f"{k} {metrics[k]:.3f}" for k in shown) if shown else ""
+        elif event.phase == "training" and "l2_penalty" in metrics:
+            text = f"L-BFGS fit {event.done}: L2 penalty {metrics['l2_penalty']:.3g}" + (f", val_accuracy {metrics['val_accuracy']:.1%}" if "val_accuracy" in metrics else "")
         else:
             text = event.phase
         text += f" · {format_seconds(self.clock() - state.started)}"

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from backbones import get_backbone, list_backbones
 from bench import pretrained
+from bench.augment import POLICIES
 from bench.errors import UsageError
 from bench.grid import Cell
 from bench.preflight import check_min_image_sizes, check_weights_file_fits
-from bench.stages import STAGES
+from bench.stages import LBFGS_OVERRIDABLE, STAGES
 
 
 def _from_args(cls, args):
@@ -187,8 +188,12 @@ def plan_cells(request: RunRequest, native_size: int) -> tuple[list[Cell], list[
             if weights is None:
                 skipped.setdefault((spec.name, reason), []).append(stage_name)
                 continue
+            by_epochs = stage.solver == "adamw"  # the recipe flags below mean nothing to L-BFGS
             for size in sizes:
                 for policy in requested["policies"] or [stage.augment]:
+                    if not by_epochs and POLICIES[policy].cache_variants is None:
+                        exact = ", ".join(name for name, p in POLICIES.items() if p.cache_variants)
+                        raise UsageError(f"--augment {policy} cannot apply to the {stage_name} stage, which fits fixed cached features; pick {exact} or drop --stage {stage_name}")
                     for seed in seeds:
                         cells.append(
                             Cell(
@@ -200,14 +205,14 @@ def plan_cells(request: RunRequest, native_size: int) -> tuple[list[Cell], list[
                                 data=request.data,
                                 profile=request.profile,
                                 weights=weights,
-                                epochs=requested["epochs"],
-                                batch_size=requested["batch_size"],
+                                epochs=requested["epochs"] if by_epochs else None,
+                                batch_size=requested["batch_size"] if by_epochs else None,
                                 unfreeze_layers=requested["unfreeze_layers"],
                                 use_cache=not request.no_cache,
                                 val_fraction=request.val_fraction,
                                 precision=request.precision,
                                 jit_compile=request.jit_compile,
-                                overrides=overrides,
+                                overrides=overrides if by_epochs else tuple(pair for pair in overrides if pair[0] in LBFGS_OVERRIDABLE),
                                 dataset_id=dataset_id,
                                 weights_id=weights_fingerprint(weights),
                                 recipes=tuned[spec.name],
@@ -218,7 +223,7 @@ def plan_cells(request: RunRequest, native_size: int) -> tuple[list[Cell], list[
     order = {name: i for i, name in enumerate(STAGES)}
     cells.sort(key=lambda c: (names.index(c.backbone), order[c.stage]))
     skip_lines = [f"skipped {name} {', '.join(stages)}: {reason}" for (name, reason), stages in skipped.items()]
-    return cells, skip_lines + _scope_notes(request, cells, requested, weights_skipped=bool(skipped)) + _recipe_notes(request, cells)
+    return cells, skip_lines + _scope_notes(request, cells, requested, overrides, weights_skipped=bool(skipped)) + _recipe_notes(request, cells)
 
 
 def _tuned_recipes(folder: Path | None, specs) -> dict:
@@ -241,7 +246,7 @@ def _recipe_notes(request: RunRequest, cells: list[Cell]) -> list[str]:
     return [f"note: --recipes {request.recipes} has no recipe for {', '.join(default)}: {'it runs' if len(default) == 1 else 'they run'} the stage's default"] if default else []
 
 
-def _scope_notes(request: RunRequest, cells: list[Cell], requested: dict, weights_skipped: bool = False) -> list[str]:
+def _scope_notes(request: RunRequest, cells: list[Cell], requested: dict, overrides: tuple = (), weights_skipped: bool = False) -> list[str]:
     """One note per setting that applies to some cells only; a setting that applies to none is refused.
 
     ``weights_skipped``: cells were planned for ``--weights`` and skipped for want of a file,
@@ -250,12 +255,16 @@ def _scope_notes(request: RunRequest, cells: list[Cell], requested: dict, weight
     resized = [c for c in cells if STAGES[c.stage].resize]
     pretrained = [c for c in cells if STAGES[c.stage].pretrained]
     top = [c for c in cells if STAGES[c.stage].trainable == "top"]
-    frozen = [c for c in cells if STAGES[c.stage].trainable != "all"]
+    by_epochs = [c for c in cells if STAGES[c.stage].solver == "adamw"]
+    frozen = [c for c in by_epochs if STAGES[c.stage].trainable != "all"]
     scopes = [
-        ("--image-size", request.image_size, resized, "the stages that resize (transfer, finetune); the others run at the data's native size"),
-        ("--weights", request.weights, pretrained, "the pretrained stages (transfer, finetune); the others train from scratch"),
+        ("--image-size", request.image_size, resized, "the stages that resize (linear, transfer, finetune); the others run at the data's native size"),
+        ("--weights", request.weights, pretrained, "the pretrained stages (linear, transfer, finetune); the others train from scratch"),
         ("--unfreeze-layers / --set unfreeze_layers", requested["unfreeze_layers"], top, "finetune"),
-        ("--no-cache", request.no_cache or None, frozen, "the stages with a frozen part (transfer, finetune); the others always train end to end"),
+        ("--no-cache", request.no_cache or None, frozen, "transfer and finetune; baseline always trains end to end, linear always on cached features"),
+        ("--epochs / --set epochs", requested["epochs"], by_epochs, "the stages trained in epochs (baseline, transfer, finetune); linear fits by L-BFGS"),
+        ("--batch-size / --set batch_size", requested["batch_size"], by_epochs, "the stages trained in batches (baseline, transfer, finetune); linear fits by L-BFGS"),
+        *[(f"--set {name}", value, by_epochs, "the stages trained by AdamW (baseline, transfer, finetune); linear fits by L-BFGS") for name, value in overrides if name not in LBFGS_OVERRIDABLE],
     ]
     notes = []
     for flag, value, applies, where in scopes:
@@ -266,7 +275,7 @@ def _scope_notes(request: RunRequest, cells: list[Cell], requested: dict, weight
         if len(applies) < len(cells):
             notes.append(f"note: {flag} applies to {len(applies)} of {len(cells)} cells: {where}")
     if requested["epochs"]:
-        capped = sorted({c.recipe().epochs for c in cells if c.recipe().epochs < requested["epochs"]})
+        capped = sorted({c.recipe().epochs for c in by_epochs if c.recipe().epochs < requested["epochs"]})
         if capped:
             notes.append(f"note: --epochs {requested['epochs']} is capped at {capped[0]} by --profile {request.profile}; cells run (and are keyed by) {capped[0]}")
     return notes

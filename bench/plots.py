@@ -78,7 +78,9 @@ def accuracy_by_stage(summary: pd.DataFrame) -> Figure:
     """Grouped bars: test accuracy per stage, one bar per backbone configuration."""
     figure, axis = plt.subplots(figsize=(8, 4.5))
     labels = [f"{r.backbone}\n{r.image_size}px {r.augment}" for r in summary.itertuples()]
-    colours = {"baseline": "tab:gray", "transfer": "tab:blue", "finetune": "tab:orange"}
+    colours = {"baseline": "tab:gray", "linear": "tab:purple", "transfer": "tab:blue", "finetune": "tab:orange"}
+    if not (summary["stage"] == "linear").any():  # in the legend only where drawn: earlier figures stay as they were
+        del colours["linear"]
     bars = axis.bar(range(len(summary)), 100 * summary["test_accuracy"], yerr=100 * summary["test_accuracy_ci95"], color=[colours.get(s, "tab:green") for s in summary["stage"]])
     for bar, value in zip(bars, summary["test_accuracy"]):
         axis.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
@@ -129,6 +131,16 @@ def accuracy_vs_throughput(summary: pd.DataFrame) -> Figure:
     )
 
 
+def _finish(figure: Figure, axis, xlabel: str, ylabel: str, title: str, **legend) -> Figure:
+    """Axis labels, title and legend, then the layout: a line plot made ready to save."""
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(**legend)
+    figure.tight_layout()
+    return figure
+
+
 def training_curves(frame: pd.DataFrame) -> Figure:
     """Validation accuracy per epoch, one line per ok cell."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -137,12 +149,20 @@ def training_curves(frame: pd.DataFrame) -> Figure:
         values = [100 * h["val_accuracy"] for h in row.history if "val_accuracy" in h]
         if epochs:
             axis.plot(epochs, values, marker="o", markersize=3, label=f"{row.backbone} {row.stage} {row.image_size}px s{row.seed}")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("validation accuracy (%)")
-    axis.set_title("Training curves")
-    axis.legend(fontsize=6, ncol=2)
-    figure.tight_layout()
-    return figure
+    return _finish(figure, axis, "epoch", "validation accuracy (%)", "Training curves", fontsize=6, ncol=2)
+
+
+def linear_penalty_search(frame: pd.DataFrame) -> Figure:
+    """The linear stage's search: validation accuracy against the L2 penalty, one line per ok
+    cell, its chosen penalty ringed."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for row in frame[(frame["status"] == "ok") & frame["linear_l2_penalty"].notna()].itertuples():
+        search = sorted((fit["l2_penalty"], 100 * fit["val_accuracy"]) for fit in row.linear_penalty_search if fit["phase"] != "final")
+        (line,) = axis.plot(*zip(*search), marker="o", markersize=3, label=f"{row.backbone} {row.image_size}px s{row.seed}")
+        chosen = max(accuracy for penalty, accuracy in search if penalty == row.linear_l2_penalty)
+        axis.scatter([row.linear_l2_penalty], [chosen], s=80, facecolors="none", edgecolors=line.get_color())
+    axis.set_xscale("log")
+    return _finish(figure, axis, "L2 penalty (log scale)", "validation accuracy (%)", "Linear probe: the penalty chosen on validation (ringed)", fontsize=7)
 
 
 def accuracy_vs_size(summary: pd.DataFrame) -> Figure:
@@ -152,12 +172,7 @@ def accuracy_vs_size(summary: pd.DataFrame) -> Figure:
     for keys, group in summary.groupby(columns):
         group = group.sort_values("image_size")
         axis.plot(group["image_size"], 100 * group["test_accuracy"], marker="o", label=" ".join(str(k) for k in keys if k))
-    axis.set_xlabel("input size (px)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title("Accuracy against input size")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    return figure
+    return _finish(figure, axis, "input size (px)", "test accuracy (%)", "Accuracy against input size", fontsize=7)
 
 
 def accuracy_vs_cost(summary: pd.DataFrame) -> Figure:
@@ -235,6 +250,8 @@ def report_figures(frame: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple
     yield "accuracy_by_stage.png", accuracy_by_stage(summary)
     yield "accuracy_vs_throughput.png", accuracy_vs_throughput(summary)
     yield "training_curves.png", training_curves(frame)
+    if frame["linear_l2_penalty"].notna().any():
+        yield "linear_penalty_search.png", linear_penalty_search(frame)
     if summary["image_size"].nunique() > 1 or summary["augment"].nunique() > 1:
         yield "accuracy_vs_size.png", accuracy_vs_size(summary)
         yield "accuracy_vs_cost.png", accuracy_vs_cost(summary)

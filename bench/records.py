@@ -96,6 +96,11 @@ class Record:
     flops_per_image: float | None = None
     # training curves: one dict per epoch (loss, accuracy, val_loss, val_accuracy)
     history: list = dataclasses.field(default_factory=list)
+    # the linear stage (bench.linear_probe): the chosen L2 penalty, the L-BFGS fits' seconds
+    # summed, and every fit (l2_penalty, phase, val_accuracy, iterations, converged, solver_seconds)
+    linear_l2_penalty: float | None = None
+    solver_seconds: float | None = None
+    linear_penalty_search: list = dataclasses.field(default_factory=list)
     # environment: software, machine, code, start time and command line (flat on disk)
     provenance: Provenance = Provenance()
     schema: int = SCHEMA_VERSION

@@ -40,6 +40,11 @@ class Stage:
             activation map by whole cells (at least one), a cheap stand-in for translating
             the images, which the uncached path does; pooled features cannot shift, so a
             ``transfer``-like stage with a shift runs uncached.
+        solver: ``"adamw"``, the epoch loop of ``bench.training``; or ``"lbfgs"``, the
+            ``linear`` stage's logistic regression (``bench.linear_probe``), which ignores the
+            epoch, batch and optimiser fields and trains on the cached pooled features only.
+        l2_penalties: for ``"lbfgs"``, the L2 penalties searched on validation: ``count``
+            log-spaced values from ``low`` to ``high``, as ``(low, high, count)``.
     """
 
     name: str
@@ -60,6 +65,8 @@ class Stage:
     starts_from: str | None = None
     tta_flip: bool = True
     shift_fraction: float = 0.0
+    solver: str = "adamw"
+    l2_penalties: tuple[float, float, int] | None = None
 
 
 BASELINE = Stage(
@@ -77,6 +84,34 @@ BASELINE = Stage(
     augment="flip-crop",
     head_units=0,
     head_dropout=0.0,
+)
+
+# Kornblith et al. 2019 ("Do Better ImageNet Models Transfer Better?"), fixed features: the
+# frozen backbone's pooled features, no augmentation, L2-regularised multinomial logistic
+# regression by L-BFGS, the penalty chosen on validation from 45 log-spaced values in
+# [1e-6, 1e5]. It reads the very cache entries `transfer` reads (same backbone, weights, size).
+LINEAR = Stage(
+    name="linear",
+    description="Kornblith et al. 2019's linear probe: logistic regression (L-BFGS) on the frozen backbone's pooled features, L2 penalty chosen on validation",
+    pretrained=True,
+    trainable="head",
+    resize=True,
+    epochs=0,  # no epochs: each penalty is fitted by L-BFGS to its tolerance (bench.linear_probe)
+    batch_size=0,  # no batches: every L-BFGS iteration reads the whole training split
+    learning_rate=0.0,
+    weight_decay=0.0,
+    warmup_epochs=0.0,
+    label_smoothing=0.0,
+    augment="none",
+    # The head is one Dense softmax layer: the fitted coefficients are loaded into it.
+    head_units=0,
+    head_dropout=0.0,
+    # No flip at test time: Kornblith's protocol scores one view of each image, and the figure
+    # is meant to measure the features, not a test-time augmentation on top of them (which
+    # `--set tta_flip=true` still gives, averaging the head over the mirrored images' features).
+    tta_flip=False,
+    solver="lbfgs",
+    l2_penalties=(1e-6, 1e5, 45),
 )
 
 TRANSFER = Stage(
@@ -124,7 +159,8 @@ FINETUNE = Stage(
     shift_fraction=0.125,
 )
 
-STAGES = {stage.name: stage for stage in (BASELINE, TRANSFER, FINETUNE)}
+# In run order: `linear` and `transfer` read one cache; `finetune` starts from `transfer`'s head.
+STAGES = {stage.name: stage for stage in (BASELINE, LINEAR, TRANSFER, FINETUNE)}
 
 # Recipe fields ``--set`` may change. Structural ones (trainable, pretrained, resize,
 # starts_from) define the stage itself and are refused; a few have a Cell field of their own.
@@ -142,6 +178,9 @@ OVERRIDABLE = (
     "augment",
     "tta_flip",
 )
+# Of those, what a stage fitted by L-BFGS (linear) reads: the others are the epoch loop's, and
+# `run` applies them to the other stages only.
+LBFGS_OVERRIDABLE = ("augment", "tta_flip")
 
 
 def unfreeze_layers(stage: Stage, backbone_setting: int | None, override: int | None = None) -> int:

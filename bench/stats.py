@@ -21,7 +21,7 @@ LABEL_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights", "datas
 SETTING_COLUMNS = ["batch_size", "precision", "jit_compile", "val_fraction", "overrides", "dataset_id", "weights_id"]
 # Identity fields of tuned recipes and final fits: summary columns only where a record has one.
 TUNING_COLUMNS = ["recipes", "fit_on"]
-STAGE_ORDER = {"baseline": 0, "transfer": 1, "finetune": 2}
+STAGE_ORDER = {"baseline": 0, "linear": 1, "transfer": 2, "finetune": 3}
 # Student t 0.975 quantiles by degrees of freedom, for 95 % intervals over a few seeds.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -58,6 +58,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     has_anon = bool(ok["peak_anon_mb"].notna().any())
     has_tuned = bool(ok["planned_recipes"].notna().any())
     has_final_fit = bool((ok["planned_fit_on"] == "train+val").any())
+    has_linear = bool(ok["linear_l2_penalty"].notna().any())
     rows = []
     for group_id, group in ok.groupby("group", sort=False):
         n = len(group)
@@ -104,6 +105,9 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "total_params": int(group["total_params"].iloc[0]),
                 "trainable_params": int(group["trainable_params"].iloc[0]),
                 "flops_per_image": float(group["flops_per_image"].iloc[0]) if group["flops_per_image"].notna().any() else None,
+                # The linear stage's chosen penalty (the seeds' median on a log scale: a grid value for
+                # an odd count) and L-BFGS seconds.
+                **({"linear_l2_penalty": _log_median(group["linear_l2_penalty"]), "solver_seconds": _median(group["solver_seconds"])} if has_linear else {}),
             }
         )
     summary = pd.DataFrame(rows)
@@ -112,6 +116,14 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     summary["tied_best"] = _tied_with_best(summary)
     order = summary["stage"].map(STAGE_ORDER).fillna(9)
     return summary.assign(_order=order).sort_values(["backbone", "_order", "image_size", "augment"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def _median(values: pd.Series) -> float | None:
+    return float(values.median()) if values.notna().any() else None
+
+
+def _log_median(values: pd.Series) -> float | None:
+    return float(10 ** values.map(math.log10).median()) if values.notna().any() else None
 
 
 def _setting(value):

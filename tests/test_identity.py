@@ -202,7 +202,7 @@ def test_bad_recipe_overrides_are_refused_in_one_line(setting, message, capsys):
 
 
 def test_recipe_overrides_apply_to_every_stage_and_enter_the_identity():
-    cells, notes = _plan("--backbone", "mobilenet_v2", "--data", "synthetic", "--set", "head_units=64", "epochs=3", "augment=none", "tta_flip=false")
+    cells, notes = _plan("--backbone", "mobilenet_v2", "--stage", "transfer", "finetune", "--data", "synthetic", "--set", "head_units=64", "epochs=3", "augment=none", "tta_flip=false")
     assert [c.stage for c in cells] == ["transfer", "finetune"]
     for cell in cells:
         recipe = cell.recipe()

@@ -4,12 +4,13 @@ Registered only where a test asks (the ``tiny_backbones`` fixture, or ``BENCH_BA
 for a spawned ``bench``): two strided convolutions build and train at 32 px in a fraction of a
 second, where MobileNetV2 takes the better part of a minute on a loaded 2-core machine.
 ``tiny_wide`` has other widths, so each one's weights file does not fit the other;
-``tiny_scratch`` runs the baseline stage, as small_cnn does.
+``tiny_scratch`` runs the baseline stage, as small_cnn does; ``tiny_probe`` is tiny_net with
+the ``linear`` stage too, as the built-in pretrained backbones have it.
 """
 
 from backbones import register_backbone
 
-NAMES = ("tiny_net", "tiny_wide", "tiny_scratch")
+NAMES = ("tiny_net", "tiny_wide", "tiny_scratch", "tiny_probe")
 
 
 def _build(name, widths, input_shape, weights):
@@ -44,3 +45,9 @@ def tiny_wide(input_shape=(32, 32, 3), weights=None):
 def tiny_scratch(input_shape=(32, 32, 3), weights=None):
     """Two strided convolutions trained from scratch: a stand-in for small_cnn's baseline."""
     return _build("tiny_scratch", (4, 8), input_shape, weights)
+
+
+@register_backbone(default_image_size=32, stages=("linear", "transfer", "finetune"), unfreeze_layers=1)
+def tiny_probe(input_shape=(32, 32, 3), weights=None):
+    """tiny_net's two convolutions, with every pretrained stage (the linear probe's too)."""
+    return _build("tiny_probe", (4, 8), input_shape, weights)

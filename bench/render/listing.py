@@ -13,6 +13,13 @@ def _pretrained_columns(spec) -> dict:
     return {"imagenet top-1": f"{spec.pretrained.top1:.1f} %", "weights from": spec.pretrained.weights.origin}
 
 
+def _solver(stage) -> str:
+    if stage.solver == "lbfgs":
+        low, high, count = stage.l2_penalties
+        return f"L-BFGS, L2 penalty from {count} log-spaced values in [{low:.0e}, {high:.0e}]".replace("e-0", "e-").replace("e+0", "e")
+    return f"AdamW, {stage.epochs} epochs, lr {stage.learning_rate:g}"
+
+
 def render_listing(specs, stages: dict, policies: dict) -> str:
     """Three tables: backbones (with what finetune unfreezes), stages, policies."""
     backbones = [
@@ -27,6 +34,6 @@ def render_listing(specs, stages: dict, policies: dict) -> str:
         }
         for s in specs
     ]
-    stage_rows = [{"stage": s.name, "epochs": s.epochs, "lr": s.learning_rate, "augment": s.augment, "description": s.description} for s in stages.values()]
+    stage_rows = [{"stage": s.name, "trains with": _solver(s), "augment": s.augment, "description": s.description} for s in stages.values()]
     policy_rows = [{"policy": p.name, "exact cache": "yes" if p.cache_variants else "no", "description": p.description} for p in policies.values()]
     return "\n\n".join([table(backbones), table(stage_rows), table(policy_rows)])

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.render.format import distinct, first_line, half_range, number, pct, table
+from bench.render.format import distinct, first_line, half_range, missing, number, pct, table
 from bench.render.labels import settings, settings_column, weights_cell
+from bench.stages import STAGES
 from bench.stats import STAGE_ORDER, compute_minutes_by_seed, tied_with_best
 
 ACCURACY_EXPLANATION = (
@@ -17,6 +18,11 @@ ANON_EXPLANATION = (
     "Peak anon: the peak of the cell's anonymous (non-file-backed) resident memory, sampled every 50 ms: what it allocated itself. "
     "Peak RSS also counts pages of the memory-mapped caches, which the kernel drops when memory is short."
 )
+
+
+def trains_in_epochs(stage: str) -> bool:
+    """Whether a stage has epochs (the linear stage's L-BFGS has none); unknown stages are assumed to."""
+    return stage not in STAGES or STAGES[stage].solver == "adamw"
 
 
 def accuracy_cell(row) -> str:
@@ -35,6 +41,15 @@ def _anon_column(summary: pd.DataFrame, row) -> dict:
     if "peak_anon_mb" not in summary.columns:
         return {}
     return {"peak anon MB": number(row.peak_anon_mb)}
+
+
+def _linear_column(summary: pd.DataFrame, row, name: str, header: str, text) -> dict:
+    """A column of the linear stage's (``name`` in the summary), only where some row has it:
+    reports without a linear row render as before."""
+    if name not in summary.columns:
+        return {}
+    value = getattr(row, name)
+    return {header: "" if missing(value) else text(value)}
 
 
 def _summary_table(summary: pd.DataFrame, cells) -> str:
@@ -64,8 +79,10 @@ def accuracy_table(summary: pd.DataFrame) -> str:
             "test accuracy": accuracy_cell(row) + _tie_mark(summary, row),
             "val accuracy": pct(row.val_accuracy),
             "write-up": pct(row.writeup_accuracy),
-            "epochs": row.epochs,
+            # L-BFGS has no epochs: the linear stage's rows show their chosen penalty instead.
+            "epochs": row.epochs if trains_in_epochs(row.stage) else "",
             "unfrozen layers": "" if pd.isna(row.unfreeze_layers) else int(row.unfreeze_layers),
+            **_linear_column(summary, row, "linear_l2_penalty", "L2 penalty", lambda value: f"{value:.3g}"),
             "path": row.path,
         },
     )
@@ -85,6 +102,7 @@ def cost_table(summary: pd.DataFrame) -> str:
         lambda row, setting: {
             **_configuration(row, setting, weights_and_augment=False),
             "train s": number(row.train_seconds),
+            **_linear_column(summary, row, "solver_seconds", "solver s", number),
             "overhead %": number(100 * row.overhead_seconds / row.wall_seconds if row.wall_seconds else None, 1),
             "cache s": number(row.cache_seconds),
             "train img/s": number(row.train_images_per_second),
@@ -104,7 +122,11 @@ def headline_table(summary: pd.DataFrame) -> str:
     """The few columns a reader compares first: accuracy against the write-up, then cost."""
 
     def cells(row, setting):
-        stage = {"transfer": "transfer (frozen)", "finetune": f"finetune ({number(row.unfreeze_layers)} layers)"}.get(row.stage, row.stage)
+        stage = {
+            "linear": f"linear (L2 {getattr(row, 'linear_l2_penalty', float('nan')):.3g})",
+            "transfer": "transfer (frozen)",
+            "finetune": f"finetune ({number(row.unfreeze_layers)} layers)",
+        }.get(row.stage, row.stage)
         weights = weights_cell(row)
         return {
             "backbone": f"`{row.backbone}`",
@@ -150,14 +172,18 @@ def axes_tables(summary: pd.DataFrame) -> str:
     """Per backbone: stages x (augmentation, size), where a sweep covered more than one."""
     parts = []
     for backbone, group in summary.groupby("backbone"):
-        combos = group[["augment", "image_size"]].drop_duplicates()
-        if len(combos) < 2:
+        # The linear stage's own policy (none, beside transfer's flip) is no sweep: it counts only
+        # where it covered more than one itself.
+        by_epochs = group[group["stage"].map(trains_in_epochs)]
+        per_stage = [len(rows[["augment", "image_size"]].drop_duplicates()) for _, rows in group.groupby("stage")]
+        if len(by_epochs[["augment", "image_size"]].drop_duplicates()) < 2 and max(per_stage) < 2:
             continue
         # One row per stage and configuration: different settings are never averaged together.
-        varying = [c for c in ("weights", "dataset", "profile", "epochs") if group[c].nunique() > 1]
+        varying = [c for c in ("weights", "dataset", "profile") if group[c].nunique() > 1] + (["epochs"] if by_epochs["epochs"].nunique() > 1 else [])
         labels = []
         for row in group.itertuples():
-            extra = ", ".join(part for part in [settings(row), *(f"{c} {getattr(row, c)}" for c in varying)] if part)
+            shown = [c for c in varying if c != "epochs" or trains_in_epochs(row.stage)]
+            extra = ", ".join(part for part in [settings(row), *(f"{c} {getattr(row, c)}" for c in shown)] if part)
             labels.append(row.stage + (f" ({extra})" if extra else ""))
         group = group.assign(row_label=labels)
         clash = group.duplicated(["row_label", "augment", "image_size"], keep=False)
