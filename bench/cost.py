@@ -88,6 +88,7 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
 
     from backbones import get_backbone
     from bench import measure, memory
+    from bench.linear_probe import solver_images_per_second
     from bench.stages import STAGES
     from bench.training import compile_model, one_hot, set_precision
 
@@ -115,6 +116,11 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
     labels = tf.constant(one_hot(np.arange(config.batch_size) % config.num_classes, config.num_classes))
     for done, recipe in enumerate(recipes):
         progress.report("timing training steps", done, len(recipes))
+        if recipe.solver == "lbfgs":  # no step: L-BFGS iterations over the pooled features
+            feature_dim = int(deployed.features.output.shape[-1])
+            per_stage[f"{recipe.name}_train_images_per_second"] = solver_images_per_second(feature_dim, config.num_classes, TRAIN_REPEATS)
+            per_stage[f"{recipe.name}_trainable_params"] = (feature_dim + 1) * config.num_classes
+            continue
         model, input_shape = _trainable_part(spec, recipe, deployed, recipes[-1], config)
         compile_model(model, recipe, steps_per_epoch=100, jit_compile=config.jit_compile)
         if recipe.trainable == "all":

@@ -76,7 +76,9 @@ class CostRecord:
 
     ``<stage>_train_images_per_second`` is one training step of what that stage trains:
     the whole network (``baseline``), the head on pooled features (``transfer``), the
-    unfrozen top on the cut's activations (``finetune``), as the cached path trains them.
+    unfrozen top on the cut's activations (``finetune``), as the cached path trains them;
+    for ``linear``, rows x L-BFGS iterations per second on random pooled features
+    (``bench.linear_probe.solver_images_per_second``).
     """
 
     # identity
@@ -107,9 +109,11 @@ class CostRecord:
     baseline_train_images_per_second: float | None = None
     transfer_train_images_per_second: float | None = None
     finetune_train_images_per_second: float | None = None
+    linear_train_images_per_second: float | None = None
     baseline_trainable_params: int | None = None
     transfer_trainable_params: int | None = None
     finetune_trainable_params: int | None = None
+    linear_trainable_params: int | None = None
     # memory of the measuring process (its own spawned process)
     peak_rss_mb: float | None = None
     peak_anon_mb: float | None = None  # where bench.measure can tell (anonymous memory: no file pages)

@@ -21,9 +21,9 @@ POSITIVE = ("infer_images_per_second", "latency_p50_ms", "latency_p95_ms", "flop
 
 @pytest.fixture(scope="module")
 def cost_run(tmp_path_factory):
-    """One real `bench cost` (a process per measurement): two backbones that crash, then small_cnn and tests/tiny_backbones.py's tiny_net."""
+    """One real `bench cost` (a process per measurement): two backbones that crash, then small_cnn and tests/tiny_backbones.py's tiny_probe."""
     out = tmp_path_factory.mktemp("cost") / "out"
-    done = run_cli("cost", "--backbone", "fault_aborts", "fault_raises", "small_cnn", "tiny_net", "--image-size", "32", "--batch-size", "2", "--out", out,
+    done = run_cli("cost", "--backbone", "fault_aborts", "fault_raises", "small_cnn", "tiny_probe", "--image-size", "32", "--batch-size", "2", "--out", out,
                    env={"BENCH_BACKBONE_MODULES": "fault_backbones,tiny_backbones"})
     return out, done
 
@@ -33,7 +33,7 @@ def test_tiny_cost_run_writes_records_table_and_plot(cost_run):
     loaded = read_cost_records(out)
     assert loaded.bad_lines == 0
     records = {r.backbone: r for r in loaded.records if r.status == "ok"}
-    assert set(records) == {"small_cnn", "tiny_net"}, done.stderr[-2000:]
+    assert set(records) == {"small_cnn", "tiny_probe"}, done.stderr[-2000:]
     for record in records.values():
         assert record.image_size == 32 and record.batch_size == 2
         assert record.native_size == 32 and record.num_classes == 10 and record.dataset == "synthetic"
@@ -41,21 +41,24 @@ def test_tiny_cost_run_writes_records_table_and_plot(cost_run):
             assert getattr(record, field) > 0, field
         assert record.latency_p95_ms >= record.latency_p50_ms
         assert record.provenance.cpu and record.provenance.tf_version and record.provenance.keras_version and record.provenance.started_at
-        assert record.provenance.command.startswith("python -m bench cost --backbone fault_aborts fault_raises small_cnn tiny_net")
+        assert record.provenance.command.startswith("python -m bench cost --backbone fault_aborts fault_raises small_cnn tiny_probe")
     # Each stage's trainable part, and only the backbone's own stages.
-    small, tiny = records["small_cnn"], records["tiny_net"]
+    small, tiny = records["small_cnn"], records["tiny_probe"]
     assert small.baseline_train_images_per_second > 0 and small.baseline_trainable_params == small.total_params - 1344  # BatchNorm statistics do not train
     assert small.transfer_train_images_per_second is None and small.finetune_train_images_per_second is None
     assert tiny.baseline_train_images_per_second is None
     assert tiny.transfer_train_images_per_second > 0 and tiny.finetune_train_images_per_second > 0
     # transfer trains the head; finetune the same head plus the backbone's top
     assert 0 < tiny.transfer_trainable_params < tiny.finetune_trainable_params < tiny.total_params
+    # linear: one Dense layer over the 8 pooled features, timed as L-BFGS iterations
+    assert tiny.linear_train_images_per_second > 0 and tiny.linear_trainable_params == (8 + 1) * 10 and small.linear_train_images_per_second is None
     table = (out / "cost.md").read_text()
-    assert "| `small_cnn` | 32" in table and "| `tiny_net`  | 32" in table and "n/a" in table, table
+    assert "| `small_cnn`  | 32" in table and "| `tiny_probe` | 32" in table and "n/a" in table, table
+    assert "train img/s: linear (L-BFGS on pooled features)" in table and "rows x L-BFGS iterations per second" in table
     if sys.platform.startswith("linux"):  # /proc tells anonymous memory apart: the table shows it beside RSS
         assert all(0 < r.peak_anon_mb <= r.peak_rss_mb for r in records.values()) and "peak anon MB" in table
     assert (out / "cost_throughput_vs_gflops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "cost 4/4: tiny_net/32px/batch2" in done.stderr
+    assert "cost 4/4: tiny_probe/32px/batch2" in done.stderr
     # `bench report` on the folder renders the same section into its README.
     assert main(["report", "--out", str(out)]) == 0
     assert "## Cost without training" in (out / "README.md").read_text()
@@ -126,7 +129,7 @@ def test_a_crashing_backbone_becomes_a_failed_record_and_the_rest_still_run(cost
     records = {r.backbone: r for r in read_cost_records(out).records}
     assert records["fault_aborts"].status == "failed" and records["fault_aborts"].error.startswith("killed by signal SIGABRT")
     assert records["fault_raises"].status == "failed" and "injected failure in the builder" in records["fault_raises"].error
-    assert records["small_cnn"].status == records["tiny_net"].status == "ok"
+    assert records["small_cnn"].status == records["tiny_probe"].status == "ok"
     table = (out / "cost.md").read_text()
     assert "Failed measurements" in table and "fault_aborts" in table and "| `small_cnn`" in table
 
@@ -179,6 +182,7 @@ def test_cost_records_render_with_optional_anon_column_failures_and_torn_lines(t
     assert "1 malformed line(s) in cost.jsonl skipped" in text
     assert "- `efficientnet_b0/96px/batch64/in32px-10classes`: killed by signal SIGKILL" in text
     assert "peak anon MB" not in text
+    assert "linear" not in text  # no record measured the linear stage: no column, no explanation
     assert "9,000 (0.66 M)" in text and "| n/a " in text
     append_cost_record(tmp_path, _record("resnet50", 64, peak_anon_mb=812.0))
     publish.write_cost_report(tmp_path)

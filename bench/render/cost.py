@@ -8,7 +8,7 @@ import pandas as pd
 from bench.render.format import first_line, half_range, millions, missing, number, table
 from bench.render.provenance import cost_provenance
 
-COST_STAGE_COLUMNS = {"baseline": "whole network", "transfer": "head on pooled features", "finetune": "top on cut activations"}
+COST_STAGE_COLUMNS = {"baseline": "whole network", "transfer": "head on pooled features", "finetune": "top on cut activations", "linear": "L-BFGS on pooled features"}
 COST_HOW_TO_READ = (
     "One row per backbone x input size x batch size, from `python -m bench cost`: random weights (they cost the same "
     "compute as pretrained ones), no training, each row measured in its own process. "
@@ -19,9 +19,20 @@ COST_HOW_TO_READ = (
     "the whole network on images, `transfer` the head on pooled features, `finetune` the unfrozen top on the activations "
     "at its cut (in brackets: the parameters that step trains); n/a where the backbone has no such stage. A cell of "
     "`bench run` adds its data pipeline and the frozen part's one pass per image (the activation cache). "
-    "**peak RSS / anon MB**: the measuring process's high-water mark (build, tracing, every pass above). "
+    "{linear}**peak RSS / anon MB**: the measuring process's high-water mark (build, tracing, every pass above). "
     "**params**: of the whole classifier. **GFLOPs/img**: one forward pass, a multiply-add counted as two."
 )
+
+COST_LINEAR_HOW_TO_READ = (
+    "`linear`: rows x L-BFGS iterations per second of its logistic regression on 8,192 random pooled-feature rows "
+    "(a split of n rows costs about n x iterations / this rate). "
+)
+
+
+def _stage_columns(ok: pd.DataFrame) -> dict:
+    """The stages with a training-speed column: ``linear`` only where a record measured it
+    (reports of earlier records render as before)."""
+    return {stage: part for stage, part in COST_STAGE_COLUMNS.items() if stage != "linear" or ok["linear_train_images_per_second"].notna().any()}
 
 
 RUNTIMES_HOW_TO_READ = (
@@ -52,7 +63,7 @@ def cost_without_training_table(cost: pd.DataFrame) -> str:
             entry["compute"] = row.dtype_policy + (", XLA" if row.jit_compile else "")
         entry["infer img/s"] = number(row.infer_images_per_second) + half_range(row.infer_spread)
         entry["latency p50 / p95 ms"] = f"{number(row.latency_p50_ms, 1)} / {number(row.latency_p95_ms, 1)}"
-        for stage, part in COST_STAGE_COLUMNS.items():
+        for stage, part in _stage_columns(ok).items():
             rate, params = getattr(row, f"{stage}_train_images_per_second"), getattr(row, f"{stage}_trainable_params")
             entry[f"train img/s: {stage} ({part})"] = "n/a" if missing(rate) else f"{number(rate)} ({millions(params)})"
         entry["peak RSS MB"] = number(row.peak_rss_mb)
@@ -66,7 +77,8 @@ def cost_without_training_table(cost: pd.DataFrame) -> str:
 
 def cost_section(cost: pd.DataFrame, bad_lines: int, plot_name: str | None, heading: str = "##") -> str:
     """The cost-without-training block: how to read it, the table, failures, the plot."""
-    how_to_read = COST_HOW_TO_READ + (" " + RUNTIMES_HOW_TO_READ if shows_runtimes(cost) else "")
+    how_to_read = COST_HOW_TO_READ.format(linear=COST_LINEAR_HOW_TO_READ if "linear" in _stage_columns(cost[cost["status"] == "ok"]) else "")
+    how_to_read += (" " + RUNTIMES_HOW_TO_READ) if shows_runtimes(cost) else ""
     parts = [f"{heading} Cost without training", "", how_to_read, "", *cost_provenance(cost, bad_lines), "", cost_without_training_table(cost), ""]
     failed = cost[cost["status"] != "ok"]
     if len(failed):
