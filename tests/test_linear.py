@@ -150,6 +150,19 @@ def test_the_test_split_plays_no_part_in_choosing_the_penalty(runs, monkeypatch)
     assert again.test_accuracy != linear.test_accuracy
 
 
+def test_a_final_fit_on_train_and_validation_keeps_the_search_and_refits_the_choice_on_both(runs):
+    out, cache, _, linear, _ = runs
+    with contextlib.redirect_stdout(io.StringIO()):
+        final = run_cell(_cell("linear", fit_on="train+val"), out, cache)
+    # The choice is made as before, by train-only fits scored on the held-out validation images.
+    assert [(f["phase"], f["l2_penalty"], f["val_accuracy"]) for f in final.linear_penalty_search[:-1]] == [
+        (f["phase"], f["l2_penalty"], f["val_accuracy"]) for f in linear.linear_penalty_search[:-1]]
+    assert final.linear_l2_penalty == linear.linear_l2_penalty
+    # Then it is fitted on both: no held-out validation accuracy is left to report.
+    assert final.linear_penalty_search[-1]["val_accuracy"] is None and final.val_accuracy is None
+    assert final.train_images == linear.train_images + linear.val_images and final.key != linear.key
+
+
 def test_the_report_shows_the_penalty_the_solver_s_time_and_the_search(runs, tmp_path):
     _, _, transfer, linear, _ = runs
     without, with_linear = tmp_path / "without", tmp_path / "with"
