@@ -33,7 +33,7 @@ from bench.live import format_seconds
 from bench.provenance import stamped
 from bench.recipes import RECIPES_DIR, Recipe, write_recipe
 from bench.records import TRIALS, Record
-from bench.search_space import Range, defaults_in
+from bench.search_space import Range, defaults_in, search_space, tunable
 from bench.trial_link import TrialLink, journal_storage
 
 JOURNAL_FILE = "tuning-journal.log"
@@ -89,6 +89,16 @@ class StudyPlan:
     def trial_cell(self, number: int, values: dict) -> Cell:
         recipe = Recipe(self.base.backbone, self.base.stage, tuple(sorted(values.items())), self.name, number)
         return dataclasses.replace(self.base, recipes=(recipe,))
+
+
+def plan_studies(cells: list[Cell], trials: int, max_epochs: int, seed: int) -> tuple[list[StudyPlan], list[str]]:
+    """A study per planned cell whose stage has a search space, every one with the same budget;
+    and a note per stage passed over (one that chooses what it needs on validation itself)."""
+    from backbones import get_backbone
+
+    plans = [StudyPlan(cell, search_space(get_backbone(cell.backbone), cell.stage, max_epochs), trials, max_epochs, seed) for cell in cells if tunable(cell.stage)]
+    skipped = sorted({cell.stage for cell in cells if not tunable(cell.stage)})
+    return plans, [f"note: {stage} has no search space (it chooses what it needs on validation itself): not tuned" for stage in skipped]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ from bench.record_store import read
 from bench.search_space import SPACES, defaults_in, search_space
 from bench.stages import STAGES
 from bench.stats import records_frame, summarize
-from bench.study import JOURNAL_FILE, StudyPlan, open_studies, run_study, trial_lock
+from bench.study import JOURNAL_FILE, StudyPlan, open_studies, plan_studies, run_study, trial_lock
 from bench.trial_link import TrialLink, journal_storage, pruning_hook
 from conftest import ROOT, run_cli
 
@@ -135,6 +135,16 @@ def test_pruned_and_diverged_trials_count_as_finished_and_a_failed_one_stops_the
     assert [number for number, _ in runner.calls] == [0, 1, 2, 3, 4, 5] and result.finished == 5 and result.recipe is not None
 
 
+def test_all_gives_every_tunable_backbone_and_stage_one_budget_and_passes_over_the_rest():
+    cells, _ = plan_cells(RunRequest(all=True, data="synthetic"), native_size=32)
+    plans, notes = plan_studies(cells, trials=7, max_epochs=12, seed=3)
+    assert {(p.base.backbone, p.base.stage) for p in plans} == {(c.backbone, c.stage) for c in cells if c.stage in SPACES}
+    assert {(p.trials, p.max_epochs, p.seed) for p in plans} == {(7, 12, 3)}
+    assert all(max(r.high for r in p.space if r.field == "epochs") <= 12 for p in plans)
+    untuned = sorted({c.stage for c in cells} - set(SPACES))
+    assert [note.split()[1] for note in notes] == untuned and len(plans) < len(cells) if untuned else not notes
+
+
 def test_a_study_started_with_other_settings_is_refused_before_anything_runs(tmp_path):
     open_studies([_plan(max_epochs=20)], tmp_path)
     with pytest.raises(UsageError, match="was started with other settings .*max_epochs"):
@@ -240,6 +250,7 @@ def test_a_final_fit_on_train_and_validation_is_its_own_row_and_says_so():
     (["tune", "--backbone", "nope", "--data", "synthetic"], "unknown backbone 'nope'"),
     (["tune", "--backbone", "small_cnn", "--trials", "0"], "--trials: expected a positive integer"),
     (["tune", "--backbone", "small_cnn", "--max-epochs", "-1"], "--max-epochs: expected a positive integer"),
+    (["tune", "--backbone", "mobilenet_v2", "--stage", "linear", "--data", "synthetic"], "stage linear has no search space"),
     (["run", "--backbone", "small_cnn", "--data", "synthetic", "--recipes", "NOT_A_DIR"], "is not a folder"),
     (["run", "--backbone", "small_cnn", "--data", "synthetic", "--recipes", "BAD_JSON"], "is not JSON"),
     (["run", "--backbone", "small_cnn", "--data", "synthetic", "--recipes", "BAD_VALUE"], "learning_rate=-1.0: must be above 0"),

@@ -11,15 +11,14 @@ from bench.preflight import check_out_dir, preflight_cells, validate_data
 
 
 def handle(args, command: str) -> int:
-    from backbones import get_backbone
     from bench import quiet
     from bench.commands.report import write_report
     from bench.executors import make_executor
     from bench.grid import RunOptions
     from bench.isolation import LOGS_DIR
-    from bench.search_space import search_space, tunable
+    from bench.search_space import tunable
     from bench.stages import PROFILES
-    from bench.study import StudyPlan, open_studies, run_study
+    from bench.study import open_studies, plan_studies, run_study
 
     if args.all and args.stage:
         raise UsageError("--all tunes each backbone's own stages; drop --stage, or name backbones with --backbone")
@@ -44,9 +43,8 @@ def handle(args, command: str) -> int:
         quiet.keep_log(tf_log, args.out / LOGS_DIR / "parent.log", command)
     # Equal budget: one trial count and one epoch cap for every study.
     cap = min(args.max_epochs, PROFILES[args.profile].max_epochs or args.max_epochs)
-    plans = [StudyPlan(cell, search_space(get_backbone(cell.backbone), cell.stage, cap), args.trials, cap, args.seed) for cell in cells if tunable(cell.stage)]
-    skipped = sorted({cell.stage for cell in cells if not tunable(cell.stage)})
-    lines += [f"note: {stage} has no search space (it chooses what it needs on validation itself): not tuned" for stage in skipped]
+    plans, notes = plan_studies(cells, args.trials, cap, args.seed)
+    lines += notes
     open_studies(plans, args.out)
     for line in lines:
         print(line, file=sys.stderr)
