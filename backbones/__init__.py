@@ -13,7 +13,7 @@ from backbones.registry import (
     register_backbone,
     unregister_backbone,
 )
-from backbones import efficientnet, efficientnet_lite, mobilenet, resnet, small_cnn  # noqa: F401  (registers the built-ins)
+from backbones import airbench, efficientnet, efficientnet_lite, mobilenet, resnet, small_cnn  # noqa: F401  (registers the built-ins)
 
 __all__ = [
     "ALL_STAGES",

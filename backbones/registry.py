@@ -23,6 +23,8 @@ MODULES_ENV_VAR = "BENCH_BACKBONE_MODULES"
 ALL_STAGES = ("baseline", "linear", "transfer", "finetune")
 # keras.applications rejects inputs under 32 px
 MIN_IMAGE_SIZE = 32
+# Training images an ``init_from_images`` hook sees: airbench94 whitens with 5,000.
+INIT_IMAGES = 5000
 
 
 class BackboneLookupError(LookupError):
@@ -138,6 +140,12 @@ class BackboneSpec:
         search_ranges: ``(field, low, high)`` triples that replace the stages' tuning ranges
             (``bench.search_space``) for this backbone, narrowing or widening them (a
             backbone with more layers can unfreeze more of them).
+        init_from_images: ``(backbone, images) -> None``, run before training from scratch on
+            the first ``INIT_IMAGES`` training images, preprocessed (float32, the backbone's
+            input): weights set from data, as airbench94's patch-whitening layer (``None``: none).
+        baseline_recipe: the name of its own recipe for the ``baseline`` stage, in
+            ``bench.stages.BASELINE_RECIPES``, where the stage's defaults do not suit it
+            (``None``: the stage's).
     """
 
     name: str
@@ -151,6 +159,8 @@ class BackboneSpec:
     unfreeze_layers: int | None = None
     pretrained: PretrainedConfig | None = None
     search_ranges: tuple[tuple[str, float, float], ...] = ()
+    init_from_images: Callable | None = None
+    baseline_recipe: str | None = None
 
     def __post_init__(self):
         unknown = set(self.stages) - set(ALL_STAGES)
@@ -177,6 +187,8 @@ def register_backbone(
     unfreeze_layers: int | None = None,
     pretrained: PretrainedConfig | None = None,
     search_ranges: tuple[tuple[str, float, float], ...] = (),
+    init_from_images: Callable | None = None,
+    baseline_recipe: str | None = None,
 ):
     """Register a backbone builder; the function's name is the key unless ``name`` is given.
 
@@ -200,6 +212,8 @@ def register_backbone(
             unfreeze_layers=unfreeze_layers,
             pretrained=pretrained,
             search_ranges=tuple(search_ranges),
+            init_from_images=init_from_images,
+            baseline_recipe=baseline_recipe,
         )
         return builder
 

@@ -1,4 +1,5 @@
-"""Augmentation policies, as data, built from Keras 3 core preprocessing layers.
+"""Augmentation policies, as data: Keras 3 core preprocessing layers on batches, or a NumPy
+transform of the images as they are read.
 
 Policies run on the tf.data training pipeline only (never inside the model, never on
 validation or test). A policy whose randomness is a choice among a few deterministic
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Callable
+
+import numpy as np
 
 # keras is imported inside the builders, so that listing the policies (``bench list``,
 # argument checks) does not need it.
@@ -25,12 +28,17 @@ class Policy:
         applied to float32 batches on the 0-255 scale; ``None`` means identity.
     cache_variants: deterministic variants an exact activation cache must hold, or
         ``None`` when no finite set of variants reproduces the policy.
+    epoch_rows: ``(seed, count, epoch) -> callable(positions, images) -> images``: a NumPy
+        transform of uint8 training images as they are read, told which of the ``count``
+        images they are (``positions``) and the epoch, which alternating flip needs; ``None``:
+        none. It runs before ``build``'s.
     """
 
     name: str
     description: str
     build: Callable | None
     cache_variants: tuple[str, ...] | None
+    epoch_rows: Callable | None = None
 
 
 def _images_only(*layers):
@@ -104,6 +112,43 @@ def _flip_then(mix_layer_name):
     return build
 
 
+def translate_reflect(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """A new array of each (height, width, channels) image ``i`` moved down by ``rows[i]`` and right
+    by ``cols[i]`` pixels, the space it leaves filled by reflecting the image about its edge
+    (``np.pad``'s and PyTorch's "reflect": the edge pixel itself is not repeated)."""
+    pad = int(max(np.abs(rows).max(initial=0), np.abs(cols).max(initial=0)))
+    if not pad:
+        return np.array(images)
+    height, width = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    moved = np.empty_like(images)
+    # One slice per distinct shift: at most (2 * pad + 1) ** 2 copies, never a gather per pixel.
+    for row in np.unique(rows):
+        for col in np.unique(cols):
+            picked = np.flatnonzero((rows == row) & (cols == col))
+            moved[picked] = padded[picked, pad - row : pad - row + height, pad - col : pad - col + width]
+    return moved
+
+
+# airbench94's translation: up to 2 px each way, reflect-padded.
+ALTFLIP_SHIFT_PIXELS = 2
+
+
+def _alternating_flip_translate(seed: int, count: int, epoch: int):
+    """airbench94's augmentation: each image starts mirrored or not at random, then is mirrored
+    every other epoch, so each is seen both ways in every two epochs (random flips only do that
+    on average); then moved by a random whole number of pixels each way, edges reflected."""
+    start_mirrored = np.random.default_rng([seed, 10]).integers(2, size=count).astype(bool)
+    rows, cols = np.random.default_rng([seed, epoch, 11]).integers(-ALTFLIP_SHIFT_PIXELS, ALTFLIP_SHIFT_PIXELS + 1, size=(2, count))
+
+    def transform(positions, images):
+        mirrored = start_mirrored[positions] ^ bool(epoch % 2)
+        images[mirrored] = images[mirrored][:, :, ::-1]
+        return translate_reflect(images, rows[positions], cols[positions])
+
+    return transform
+
+
 POLICIES = {
     p.name: p
     for p in (
@@ -118,6 +163,13 @@ POLICIES = {
         ),
         Policy("mixup", "horizontal flip + keras.layers.MixUp", _flip_then("MixUp"), None),
         Policy("cutmix", "horizontal flip + keras.layers.CutMix", _flip_then("CutMix"), None),
+        Policy(
+            "altflip-translate",
+            f"airbench94's: alternating flip (each image mirrored every other epoch, from a random start) + random translation up to {ALTFLIP_SHIFT_PIXELS} px, reflected edges",
+            None,
+            None,
+            _alternating_flip_translate,
+        ),
     )
 }
 

@@ -24,10 +24,10 @@ from bench.data import DEFAULT_CACHE_DIR, load_raw, prepare
 from bench.features import FeatureCache, cached_inputs
 from bench.grid import Cell, RunOptions, failed_record
 from bench.linear_probe import fit_linear_probe, load_into_head
-from bench.models import build_classifier, cached_split
+from bench.models import build_classifier, cached_split, init_from_training_images
 from bench.records import Record
 from bench.stages import PROFILES
-from bench.training import TrainResult, evaluate, image_epochs, in_memory_variant_epochs, map_shift, one_hot, set_precision, train, variant_epochs
+from bench.training import TrainResult, evaluate, image_epochs, in_memory_variant_epochs, map_shift, one_hot, set_precision, train, tta_views, variant_epochs
 from bench.trial_link import pruning_hook
 
 
@@ -53,6 +53,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     data = split.with_validation_in_training() if cell.fit_on == "train+val" else split
     progress.report("building model")
     clf = build_classifier(spec, recipe, data.image_size, cell.image_size, data.num_classes, None if cell.weights == "none" else cell.weights)
+    if cell.weights == "none":
+        init_from_training_images(spec, clf.backbone, data.x_train)  # airbench94's whitening layer
     y_train, y_val = one_hot(data.y_train, data.num_classes), one_hot(data.y_val, data.num_classes)
 
     # A stage that starts from a trained head loads its transfer counterpart's.
@@ -67,7 +69,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
 
     # The training path: cached activations of the frozen part where the cache is exact.
     cached = cell.cached()
-    cache_seconds = 0.0
+    cache_seconds, view_weights = 0.0, None
     if cached:
         cache_start = time.perf_counter()
         # Where finetune would cut (this cell's depth override included), so transfer and linear
@@ -85,8 +87,8 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     else:
         trained = clf.model
         epoch_inputs = image_epochs(data.x_train, y_train, recipe, policy, cell.seed)
-        val_variants = [data.x_val] + ([data.x_val.mirror()] if recipe.tta_flip else [])
-        test_variants = [] if data.x_test is None else [data.x_test] + ([data.x_test.mirror()] if recipe.tta_flip else [])
+        val_variants, view_weights = tta_views(data.x_val, recipe)
+        test_variants = [] if data.x_test is None else tta_views(data.x_test, recipe)[0]
 
     # Training: the epoch loop, or the linear stage's penalty search by L-BFGS on the cached features.
     linear = {}
@@ -104,7 +106,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         recipe=cell.recipe_record(),
         epochs=len(result.history),
         batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate if recipe.solver == "adamw" else None,
+        learning_rate=recipe.learning_rate if recipe.by_epochs else None,
         unfreeze_layers=recipe.unfreeze_layers if recipe.trainable == "top" else None,
         path=("cached" if options.loader == "batched" else f"cached-{options.loader}") if cached else "uncached",
         history=result.history,
@@ -131,9 +133,9 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
     # Evaluation, then cost measurements on the whole model.
     eval_start = time.perf_counter()
     progress.report("evaluating")
-    test_accuracy, test_loss = evaluate(trained, test_variants, data.y_test)
+    test_accuracy, test_loss = evaluate(trained, test_variants, data.y_test, view_weights, recipe.tta_average)
     # A final fit trained on the validation images: it has no held-out validation accuracy.
-    val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val) if cell.fit_on == "train" else (None, None)
+    val_accuracy, val_loss = evaluate(trained, val_variants, data.y_val, view_weights, recipe.tta_average) if cell.fit_on == "train" else (None, None)
     measure_start = time.perf_counter()
     progress.report("measuring")
     total_params, trainable_params = measure.param_counts(clf.model)

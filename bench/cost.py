@@ -36,9 +36,10 @@ TRAIN_REPEATS = 5
 SAMPLE_IMAGES = 32  # distinct random images the batches are drawn from
 
 
-def _stage_recipe(stage, spec, batch_size: int):
-    from bench.stages import unfreeze_layers
+def _stage_recipe(name: str, spec, batch_size: int):
+    from bench.stages import stage_defaults, unfreeze_layers
 
+    stage = stage_defaults(name, spec.baseline_recipe)
     return dataclasses.replace(stage, batch_size=batch_size, unfreeze_layers=unfreeze_layers(stage, spec.unfreeze_layers))
 
 
@@ -89,7 +90,6 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
     from backbones import get_backbone
     from bench import measure, memory
     from bench.linear_probe import solver_images_per_second
-    from bench.stages import STAGES
     from bench.training import compile_model, one_hot, set_precision
 
     wall_start = time.perf_counter()
@@ -98,7 +98,7 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
     progress.report("building")
     dtype_policy = set_precision(config.precision)
     spec = get_backbone(config.backbone)
-    recipes = [_stage_recipe(STAGES[name], spec, config.batch_size) for name in spec.stages]
+    recipes = [_stage_recipe(name, spec, config.batch_size) for name in spec.stages]
     images = sample_images(config)
     rng = np.random.default_rng(1)
 
@@ -180,12 +180,11 @@ def convert_config(config: CostConfig, folder: Path) -> Converted:
     from backbones import get_backbone
     from bench import measure
     from bench.convert import convert
-    from bench.stages import STAGES
 
     start = time.perf_counter()
     progress.report("converting")
     spec = get_backbone(config.backbone)
-    deployed = _deployed(spec, _stage_recipe(STAGES[spec.stages[-1]], spec, config.batch_size), config)
+    deployed = _deployed(spec, _stage_recipe(spec.stages[-1], spec, config.batch_size), config)
     images = sample_images(config)
     path = convert(deployed.model, config.runtime, Path(folder) / config.file_stem, calibration=images)
     return Converted(str(path), time.perf_counter() - start, measure.flops_per_image(deployed.model, images.shape[1:]), measure.param_counts(deployed.model)[0])

@@ -19,7 +19,7 @@ from bench.keys import cell_key, digest
 from bench.provenance import Provenance, now
 from bench.recipes import Recipe
 from bench.records import Record
-from bench.stages import PROFILES, STAGES, Stage, unfreeze_layers
+from bench.stages import PROFILES, STAGES, Stage, stage_defaults, unfreeze_layers
 from bench.trial_link import TrialLink
 
 ARTIFACTS_DIR = "artifacts"
@@ -92,19 +92,20 @@ class Cell:
         return dataset_label(self.data)
 
     def recipe(self) -> Stage:
-        """The stage with the backbone's setting, this cell's tuned recipe, its overrides and its
-        profile applied (in that order: a ``--set`` beats a tuned value)."""
+        """The stage (or the backbone's own baseline recipe) with the backbone's setting, this
+        cell's tuned recipe, its overrides and its profile applied (in that order: a ``--set``
+        beats a tuned value)."""
         from backbones import get_backbone
 
-        tuned = self.tuned_values()
-        stage = dataclasses.replace(STAGES[self.stage], **{**tuned, **dict(self.overrides)})
+        spec, tuned = get_backbone(self.backbone), self.tuned_values()
+        stage = dataclasses.replace(stage_defaults(self.stage, spec.baseline_recipe), **{**tuned, **dict(self.overrides)})
         epochs = self.epochs or stage.epochs
         cap = PROFILES[self.profile].max_epochs
         return dataclasses.replace(
             stage,
             epochs=min(epochs, cap) if cap else epochs,
             batch_size=self.batch_size or stage.batch_size,
-            unfreeze_layers=unfreeze_layers(stage, get_backbone(self.backbone).unfreeze_layers, self.unfreeze_layers or tuned.get("unfreeze_layers")),
+            unfreeze_layers=unfreeze_layers(stage, spec.unfreeze_layers, self.unfreeze_layers or tuned.get("unfreeze_layers")),
         )
 
     def own_recipe(self) -> Recipe | None:

@@ -12,7 +12,9 @@ import dataclasses
 
 import keras
 
-from backbones import BackboneSpec, get_backbone
+# airbench_layers: its layers are registered with Keras, so a saved airbench94 classifier loads.
+from backbones import BackboneSpec, airbench_layers, get_backbone
+from backbones.registry import INIT_IMAGES
 from bench.stages import Stage
 
 
@@ -54,7 +56,8 @@ class Classifier:
 
 
 def build_head(feature_dim: int, num_classes: int, stage: Stage) -> keras.Model:
-    """Global-average-pooled features -> [Dense -> Dropout] -> Dense softmax, as in the write-up."""
+    """Global-average-pooled features -> [Dense -> Dropout] -> Dense softmax, as in the write-up
+    (the output layer's bias, initialiser and a scale of its logits as the stage says)."""
     inputs = keras.Input((feature_dim,), name="pooled_features")
     x = inputs
     if stage.head_units:
@@ -62,8 +65,17 @@ def build_head(feature_dim: int, num_classes: int, stage: Stage) -> keras.Model:
     if stage.head_dropout:
         x = keras.layers.Dropout(stage.head_dropout, name="head_dropout")(x)
     # float32 output even under a mixed-precision policy: softmax and the loss need the range.
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head_output")(x)
+    output = dict(use_bias=stage.head_bias, kernel_initializer=_initializer(stage.head_init), dtype="float32", name="head_output")
+    if stage.logit_scale == 1.0:
+        outputs = keras.layers.Dense(num_classes, activation="softmax", **output)(x)
+    else:
+        logits = keras.layers.Rescaling(stage.logit_scale, dtype="float32", name="head_scale")(keras.layers.Dense(num_classes, **output)(x))
+        outputs = keras.layers.Activation("softmax", dtype="float32", name="head_softmax")(logits)
     return keras.Model(inputs, outputs, name="head")
+
+
+def _initializer(name: str):
+    return airbench_layers.torch_default_uniform() if name == "torch" else name
 
 
 def build_classifier(spec: BackboneSpec, stage: Stage, native_size: int, image_size: int, num_classes: int, weights) -> Classifier:
@@ -92,6 +104,15 @@ def build_classifier(spec: BackboneSpec, stage: Stage, native_size: int, image_s
     model = keras.Model(inputs, head(pooled), name=f"{spec.name}_{stage.name}")
     set_trainable(backbone, stage)
     return Classifier(model, backbone, features, head)
+
+
+def init_from_training_images(spec: BackboneSpec, backbone: keras.Model, x_train) -> None:
+    """Run the backbone's ``init_from_images`` hook, if it has one, on its first ``INIT_IMAGES``
+    training images, preprocessed as the model preprocesses them."""
+    if spec.init_from_images is None:
+        return
+    images = x_train.rows(slice(0, INIT_IMAGES)).astype("float32")
+    spec.init_from_images(backbone, keras.ops.convert_to_numpy(spec.preprocess(images)))
 
 
 def top_layers(backbone: keras.Model, count: int) -> list[keras.layers.Layer]:

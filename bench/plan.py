@@ -16,7 +16,7 @@ from bench.augment import POLICIES
 from bench.errors import UsageError
 from bench.grid import Cell
 from bench.preflight import check_min_image_sizes, check_weights_file_fits
-from bench.stages import LBFGS_OVERRIDABLE, STAGES
+from bench.stages import LBFGS_OVERRIDABLE, STAGES, stage_defaults
 
 
 def _from_args(cls, args):
@@ -181,14 +181,14 @@ def plan_cells(request: RunRequest, native_size: int) -> tuple[list[Cell], list[
             raise UsageError(f"backbone {spec.name} does not support stage(s) {', '.join(unsupported)}; it runs: {', '.join(spec.stages)}")
         stages = [s for s in STAGES if s in stages and s in spec.stages]
         for stage_name in stages:
-            stage = STAGES[stage_name]
+            stage = stage_defaults(stage_name, spec.baseline_recipe)
             sizes = (request.image_size or [spec.default_image_size]) if stage.resize else [native_size]
             check_min_image_sizes(spec, sizes)
             weights, reason = resolve_weights(weights_option, spec, stage_name)
             if weights is None:
                 skipped.setdefault((spec.name, reason), []).append(stage_name)
                 continue
-            by_epochs = stage.solver == "adamw"  # the recipe flags below mean nothing to L-BFGS
+            by_epochs = stage.by_epochs  # the recipe flags below mean nothing to L-BFGS
             for size in sizes:
                 for policy in requested["policies"] or [stage.augment]:
                     if not by_epochs and POLICIES[policy].cache_variants is None:
@@ -255,7 +255,7 @@ def _scope_notes(request: RunRequest, cells: list[Cell], requested: dict, overri
     resized = [c for c in cells if STAGES[c.stage].resize]
     pretrained = [c for c in cells if STAGES[c.stage].pretrained]
     top = [c for c in cells if STAGES[c.stage].trainable == "top"]
-    by_epochs = [c for c in cells if STAGES[c.stage].solver == "adamw"]
+    by_epochs = [c for c in cells if STAGES[c.stage].by_epochs]
     frozen = [c for c in by_epochs if STAGES[c.stage].trainable != "all"]
     scopes = [
         ("--image-size", request.image_size, resized, "the stages that resize (linear, transfer, finetune); the others run at the data's native size"),

@@ -12,14 +12,17 @@ from typing import Iterator
 
 import numpy as np
 
+from bench.augment import translate_reflect
+
 # Rows read per block when a whole view is streamed (hashing, extraction): a few tens of MB.
 BLOCK_BYTES = 32 * 2**20
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RowView:
-    """Rows ``array[index]`` (all rows when ``index`` is ``None``), mirrored left to right when
-    ``mirrored`` (axis 2: the width of an image or of an activation map).
+    """Rows ``array[index]`` (all rows when ``index`` is ``None``), moved by ``shift`` (rows,
+    columns) with the edges reflected, then mirrored left to right when ``mirrored`` (axis 2:
+    the width of an image or of an activation map).
 
     Nothing is read until ``rows`` or ``batches`` asks: building, subsetting and mirroring a
     view cost nothing.
@@ -28,6 +31,7 @@ class RowView:
     array: np.ndarray
     index: np.ndarray | None = None
     mirrored: bool = False
+    shift: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
         return len(self.array) if self.index is None else len(self.index)
@@ -47,6 +51,8 @@ class RowView:
     def rows(self, positions) -> np.ndarray:
         """A fresh contiguous array of the view's rows at ``positions`` (an index array or a slice)."""
         picked = self.array[positions] if self.index is None else self.array[self.index[positions]]
+        if self.shift != (0, 0):
+            picked = translate_reflect(picked, *(np.full(len(picked), by) for by in self.shift))
         if self.mirrored:
             picked = picked[:, :, ::-1]
         if picked.flags.owndata and picked.flags.c_contiguous:
@@ -68,6 +74,11 @@ class RowView:
     def mirror(self) -> RowView:
         """The same rows flipped left to right (the ``flipped`` cache variant, test-time flipping)."""
         return dataclasses.replace(self, mirrored=not self.mirrored)
+
+    def translated(self, rows: int, cols: int) -> RowView:
+        """The same rows moved down by ``rows`` and right by ``cols`` (negative: up, left), edges
+        reflected; before any mirroring, as airbench94's test-time views are mirrored after."""
+        return dataclasses.replace(self, shift=(self.shift[0] + rows, self.shift[1] + cols))
 
 
 def as_view(rows) -> RowView:

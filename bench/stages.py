@@ -11,6 +11,43 @@ import dataclasses
 
 
 @dataclasses.dataclass(frozen=True)
+class Nesterov:
+    """airbench94's optimiser, schedule and weight averaging: the rules of a stage whose solver
+    is ``"nesterov"`` (``bench.training.compile_model``).
+
+    The stage's ``learning_rate`` and ``weight_decay`` are then airbench's decoupled ones: per
+    1,024 examples, with the step's amplification by the momentum, 1 + 1 / (1 - momentum),
+    divided out, and the decay's size independent of the rate.
+
+    Attributes:
+        momentum: Nesterov momentum (PyTorch's form: the buffer sums gradients, the rate is
+            applied to the step).
+        bias_lr_scale: BatchNorm offsets train at this many times the rate (not the decay).
+        peak_fraction: the rate rises linearly over this fraction of all steps ...
+        start_factor: ... from this fraction of its peak ...
+        end_factor: ... then falls linearly to this fraction of it at the last step.
+        lookahead_every: steps between weight-averaging updates: every so many steps an
+            average of the weights moves towards them and the weights are reset to it
+            (0: none).
+        lookahead_decay: the average's per-step decay, raised to ``lookahead_every`` and
+            scaled by (step / all steps) cubed: it follows the weights closely early and
+            averages over more steps late.
+        whiten_bias_epochs: epochs the bias of the backbone's patch-whitening layer
+            (``backbones.airbench_layers.Whitening``) trains before it freezes; a backbone
+            without one: no effect.
+    """
+
+    momentum: float = 0.85
+    bias_lr_scale: float = 64.0
+    peak_fraction: float = 0.23
+    start_factor: float = 0.2
+    end_factor: float = 0.07
+    lookahead_every: int = 5
+    lookahead_decay: float = 0.95
+    whiten_bias_epochs: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
 class Stage:
     """One training regime.
 
@@ -40,11 +77,26 @@ class Stage:
             activation map by whole cells (at least one), a cheap stand-in for translating
             the images, which the uncached path does; pooled features cannot shift, so a
             ``transfer``-like stage with a shift runs uncached.
-        solver: ``"adamw"``, the epoch loop of ``bench.training``; or ``"lbfgs"``, the
-            ``linear`` stage's logistic regression (``bench.linear_probe``), which ignores the
-            epoch, batch and optimiser fields and trains on the cached pooled features only.
+        solver: ``"adamw"`` (warm-up and cosine decay) or ``"nesterov"`` (airbench94's SGD,
+            schedule and weight averaging, ruled by ``nesterov``), the epoch loop of
+            ``bench.training``; or ``"lbfgs"``, the ``linear`` stage's logistic regression
+            (``bench.linear_probe``), which ignores the epoch, batch and optimiser fields and
+            trains on the cached pooled features only.
         l2_penalties: for ``"lbfgs"``, the L2 penalties searched on validation: ``count``
             log-spaced values from ``low`` to ``high``, as ``(low, high, count)``.
+        tta_shift_pixels: at evaluation, also average over the images translated by this
+            many pixels up-left and down-right (reflect-padded), each mirrored too where
+            ``tta_flip``; the translated views share half the weight (airbench94's
+            multi-crop). 0: none. Uncached evaluation only.
+        tta_average: what is averaged over the test-time views: ``probabilities``, or
+            ``logits`` (airbench94's; the mean log-probability, which has the same softmax).
+        head_bias: whether the head's output layer has a bias.
+        logit_scale: the head's logits are multiplied by this before the softmax (airbench94:
+            1/9, which also slows the output layer's learning).
+        head_init: the output layer's initialiser: a Keras name, or ``torch`` (PyTorch's
+            default, uniform in +-1/sqrt(fan_in)).
+        nesterov: for ``"nesterov"``, its rules (momentum, rate groups, schedule shape,
+            averaging, the whitening bias's epochs).
     """
 
     name: str
@@ -67,6 +119,17 @@ class Stage:
     shift_fraction: float = 0.0
     solver: str = "adamw"
     l2_penalties: tuple[float, float, int] | None = None
+    tta_shift_pixels: int = 0
+    tta_average: str = "probabilities"
+    head_bias: bool = True
+    logit_scale: float = 1.0
+    head_init: str = "glorot_uniform"
+    nesterov: Nesterov | None = None
+
+    @property
+    def by_epochs(self) -> bool:
+        """Whether it trains in the epoch loop (AdamW or Nesterov SGD), not by L-BFGS."""
+        return self.solver != "lbfgs"
 
 
 BASELINE = Stage(
@@ -181,6 +244,42 @@ OVERRIDABLE = (
 # Of those, what a stage fitted by L-BFGS (linear) reads: the others are the epoch loop's, and
 # `run` applies them to the other stages only.
 LBFGS_OVERRIDABLE = ("augment", "tta_flip")
+
+# airbench94's recipe (github.com/KellerJordan/cifar10-airbench, legacy/airbench94.py), the
+# ``baseline`` stage of the backbone of the same name: its hyperparameters, in its units.
+AIRBENCH94 = dataclasses.replace(
+    BASELINE,  # from scratch, the whole network, at the native 32 px
+    description="airbench94's recipe from scratch at 32 px: whitened first layer, Nesterov SGD at batch 1,024 (rate and decay per 1,024 examples) with its triangular schedule and lookahead averaging, alternating flip and 2 px translation, 6-view test-time augmentation",
+    # airbench trains 9.9 epochs; a stage's epochs are whole (the grid's identity and --epochs
+    # are integers), and the schedule scales with them, so 10 trains 1 % more steps.
+    epochs=10,
+    batch_size=1024,
+    learning_rate=11.5,  # per 1,024 examples (see Nesterov)
+    weight_decay=0.0153,  # per 1,024 examples, decoupled from the rate
+    warmup_epochs=0.0,  # the schedule is Nesterov's peak_fraction
+    label_smoothing=0.2,
+    augment="altflip-translate",
+    tta_shift_pixels=1,  # with the stage's tta_flip
+    tta_average="logits",
+    head_bias=False,
+    logit_scale=1 / 9,
+    head_init="torch",
+    solver="nesterov",
+    nesterov=Nesterov(),
+)
+
+# Recipes a backbone names as its own for the ``baseline`` stage (``BackboneSpec.baseline_recipe``),
+# in place of the stage's defaults; a tuned recipe (``bench.recipes``) or a ``--set`` applies on top.
+BASELINE_RECIPES = {"airbench94": AIRBENCH94}
+
+
+def stage_defaults(stage: str, baseline_recipe: str | None = None) -> Stage:
+    """The stage's defaults: for ``baseline``, the backbone's own recipe where it names one."""
+    if baseline_recipe is None or stage != BASELINE.name:
+        return STAGES[stage]
+    if baseline_recipe not in BASELINE_RECIPES:
+        raise ValueError(f"unknown baseline recipe {baseline_recipe!r}; bench.stages.BASELINE_RECIPES has: {', '.join(BASELINE_RECIPES)}")
+    return BASELINE_RECIPES[baseline_recipe]
 
 
 def unfreeze_layers(stage: Stage, backbone_setting: int | None, override: int | None = None) -> int:

@@ -42,19 +42,26 @@ def set_precision(precision: str) -> str:
 
 
 def compile_model(model, recipe: Stage, steps_per_epoch: int, jit_compile: bool = False):
-    """AdamW with linear warm-up then cosine decay to zero over all epochs; smoothed cross-entropy."""
+    """AdamW with linear warm-up then cosine decay to zero over all epochs, or the recipe's
+    Nesterov SGD and schedule (``bench.nesterov``); smoothed cross-entropy."""
     import keras
 
-    total = max(1, recipe.epochs * steps_per_epoch)
-    warmup = min(total - 1, int(recipe.warmup_epochs * steps_per_epoch))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else recipe.learning_rate,
-        decay_steps=total - warmup,
-        warmup_target=recipe.learning_rate if warmup else None,
-        warmup_steps=warmup,
-    )
+    if recipe.solver == "nesterov":
+        from bench.nesterov import nesterov_optimizer
+
+        optimizer = nesterov_optimizer(model, recipe, steps_per_epoch)
+    else:
+        total = max(1, recipe.epochs * steps_per_epoch)
+        warmup = min(total - 1, int(recipe.warmup_epochs * steps_per_epoch))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else recipe.learning_rate,
+            decay_steps=total - warmup,
+            warmup_target=recipe.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,
@@ -133,7 +140,14 @@ def image_epochs(x, y_onehot, recipe: Stage, policy, seed: int):
     def for_epoch(epoch):
         order = epoch_order(len(x), seed, epoch)
         specs = (x.shape[1:], x.dtype), (y_onehot.shape[1:], "float32")
-        dataset = blocked_batches(len(order), recipe.batch_size, x.row_bytes, lambda start, stop: (x.rows(order[start:stop]), y_onehot[order[start:stop]]), *specs)
+        # A policy that needs to know which images a block holds, and the epoch, runs on the rows as read.
+        transform = policy.epoch_rows(seed, len(x), epoch) if policy.epoch_rows is not None else (lambda positions, images: images)
+
+        def read_rows(start, stop):
+            positions = order[start:stop]
+            return transform(positions, x.rows(positions)), y_onehot[positions]
+
+        dataset = blocked_batches(len(order), recipe.batch_size, x.row_bytes, read_rows, *specs)
         dataset = dataset.map(lambda i, l: (tf.cast(i, "float32"), l), num_parallel_calls=tf.data.AUTOTUNE)
         if augment is not None:
             # Sequential (not parallel) map: the layers' seed generators then give the same
@@ -255,6 +269,11 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
 
     meter, guard = ThroughputMeter(recipe.batch_size), DivergenceGuard()
     compile_model(model, recipe, steps_per_epoch, jit_compile)
+    averaging = []
+    if recipe.solver == "nesterov" and recipe.nesterov.lookahead_every:
+        from bench.nesterov import Lookahead
+
+        averaging.append(Lookahead(recipe.nesterov.lookahead_every, recipe.nesterov.lookahead_decay, recipe.epochs * steps_per_epoch))
     if isinstance(val_inputs, RowView):
         validation, validation_batch_size = view_batches(val_inputs, y_val_onehot), None
     else:
@@ -273,7 +292,7 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
             initial_epoch=epoch,
             validation_data=validation,
             validation_batch_size=validation_batch_size,
-            callbacks=[meter, guard, progress.keras_callback(epoch, recipe.epochs, steps_per_epoch)],
+            callbacks=[*averaging, meter, guard, progress.keras_callback(epoch, recipe.epochs, steps_per_epoch)],
             verbose=0,
         )
         row = {k: float(v[-1]) for k, v in fit.history.items()}
@@ -289,11 +308,32 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
     return TrainResult(history, meter.images_per_second, guard.diverged, time.perf_counter() - start)
 
 
-def evaluate(model, variants: list, labels: np.ndarray) -> tuple[float, float]:
+def tta_views(rows: RowView, recipe: Stage) -> tuple[list[RowView], list[float]]:
+    """The test-time views of ``rows`` and their weights: the images and, where ``tta_flip``, their
+    mirror; where ``tta_shift_pixels``, the same translated up-left and down-right, which share
+    half the weight (airbench94: 1/4 each untranslated, 1/8 each translated)."""
+    rows = as_view(rows)
+    flips = [lambda view: view] + ([RowView.mirror] if recipe.tta_flip else [])
+    views = [flip(rows) for flip in flips]
+    if not recipe.tta_shift_pixels:
+        return views, [1 / len(views)] * len(views)
+    shift = recipe.tta_shift_pixels
+    shifted = [flip(rows.translated(by, by)) for by in (shift, -shift) for flip in flips]
+    return views + shifted, [0.5 / len(views)] * len(views) + [0.5 / len(shifted)] * len(shifted)
+
+
+def evaluate(model, variants: list, labels: np.ndarray, weights: list[float] | None = None, average: str = "probabilities") -> tuple[float, float]:
     """(accuracy, cross-entropy) of the class probabilities averaged over the test-time variants
-    (row views, read batch by batch, or arrays)."""
-    probs = np.mean(
-        [model.predict(view_batches(v) if isinstance(v, RowView) else v, batch_size=None if isinstance(v, RowView) else EVAL_BATCH_SIZE, verbose=0) for v in variants], axis=0
-    )
+    (row views, read batch by batch, or arrays), equally or by ``weights``; ``average="logits"``
+    averages the logits instead (airbench94's)."""
+    predictions = [model.predict(view_batches(v) if isinstance(v, RowView) else v, batch_size=None if isinstance(v, RowView) else EVAL_BATCH_SIZE, verbose=0) for v in variants]
+    if average == "logits":
+        # A view's log-probabilities are its logits less one number per image, so their
+        # weighted mean is the mean logit less one number per image: the same softmax.
+        mean_log = np.average(np.log(np.maximum(predictions, np.finfo("float32").tiny)), axis=0, weights=weights)
+        probs = np.exp(mean_log - mean_log.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+    else:
+        probs = np.average(predictions, axis=0, weights=weights)  # weights None: np.mean's
     picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
     return float(np.mean(probs.argmax(1) == labels)), float(-np.mean(np.log(picked)))

@@ -117,6 +117,7 @@ def test_weights_dir_skips_the_pretrained_stages_of_backbones_without_a_file(tmp
     skips = [line for line in lines if line.startswith("skipped ")]
     # No cell from random init by accident; transfer before its finetune.
     assert [(c.backbone, c.stage, c.weights) for c in cells] == [
+        ("airbench94", "baseline", "none"),
         ("mobilenet_v2", "linear", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
         ("mobilenet_v2", "transfer", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
         ("mobilenet_v2", "finetune", str((tmp_path / "mobilenet_v2.weights.h5").resolve())),
@@ -139,7 +140,7 @@ def test_weights_none_or_synthetic_data_still_runs_every_stage_from_random_init(
     from bench.plan import RunRequest, plan_cells
 
     cells, lines = plan_cells(RunRequest.from_args(build_parser().parse_args(["run", "--all", "--data", "synthetic", *argv])), native_size=32)
-    assert len(cells) == 25 and {c.weights for c in cells} == {"none"} and not [line for line in lines if line.startswith("skipped ")]
+    assert len(cells) == 26 and {c.weights for c in cells} == {"none"} and not [line for line in lines if line.startswith("skipped ")]
 
 
 def test_imagenet_for_a_backbone_without_imagenet_weights_is_skipped():
@@ -168,7 +169,7 @@ def test_every_cell_skipped_exits_2_with_one_line_and_writes_nothing(tmp_path, o
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--backbone", "no_such_net"], "unknown backbone 'no_such_net'. Known backbones: efficientnet_b0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, mobilenet_v2, resnet50, small_cnn"),
+    (["--backbone", "no_such_net"], "unknown backbone 'no_such_net'. Known backbones: airbench94, efficientnet_b0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, mobilenet_v2, resnet50, small_cnn"),
     (["--backbone", "small_cnn", "--stage", "transfer"], "does not support stage(s) transfer"),
     (["--backbone", "mobilenet_v2", "--weights", "/no/such/weights"], "is not imagenet, none, a directory or a file"),
     (["--backbone", "mobilenet_v2", "--image-size", "16"], "below mobilenet_v2's minimum of 32 px"),
@@ -279,7 +280,7 @@ def test_shards_partition_the_grid_and_keep_finetune_with_transfer():
 
     args = build_parser().parse_args(["run", "--all", "--data", "synthetic", "--seeds", "3", "--image-size", "32", "48"])
     cells, _ = plan_cells(RunRequest.from_args(args), native_size=32)
-    assert {c.seed for c in cells} == {0, 1, 2} and len(cells) == 3 * 2 * 25 - 3  # 25 cells per seed and size; baseline keeps its one native size
+    assert {c.seed for c in cells} == {0, 1, 2} and len(cells) == 3 * 2 * 26 - 6  # 26 cells per seed and size; the two baselines keep their one native size
     listed, _ = plan_cells(RunRequest.from_args(build_parser().parse_args(["run", "--backbone", "small_cnn", "--data", "synthetic", "--seeds", "7", "0"])), native_size=32)
     assert [c.seed for c in listed] == [0, 7]
     shards = [shard_cells(cells, i, 4) for i in range(4)]
@@ -351,7 +352,7 @@ def test_list_help_and_argument_errors_never_import_tensorflow():
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"codes: {[code for _, code in NO_TENSORFLOW_COMMANDS]} heavy modules: []" in result.stderr, result.stderr[-2000:]
     assert not TF_LOG_LINE.search(result.stdout + result.stderr)
-    assert "Known backbones: efficientnet_b0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, mobilenet_v2, resnet50, small_cnn" in result.stderr
+    assert "Known backbones: airbench94, efficientnet_b0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, mobilenet_v2, resnet50, small_cnn" in result.stderr
 
 
 def test_a_backbone_without_a_weights_file_is_skipped_with_one_line(real_run):

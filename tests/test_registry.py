@@ -12,7 +12,7 @@ from bench.stages import STAGES
 from conftest import per_backbone
 
 LITES = tuple(f"efficientnet_lite{i}" for i in range(5))
-BUILTINS = ("efficientnet_b0", *LITES, "mobilenet_v2", "resnet50", "small_cnn")
+BUILTINS = ("airbench94", "efficientnet_b0", *LITES, "mobilenet_v2", "resnet50", "small_cnn")
 
 
 def test_builtins_registered():

@@ -72,3 +72,11 @@ def test_a_data_cell_joins_the_rows_own_settings():
         _record(dataset="cifar10", dataset_id="label:cifar10", precision="mixed"), _record(dataset="synthetic", dataset_id="label:synthetic", precision="mixed")
     )
     assert sorted(settings_column(summary)) == ["mixed precision, data cifar10", "mixed precision, data synthetic"]
+
+
+def test_a_backbones_own_recipe_sets_the_batch_size_a_row_is_compared_with():
+    # airbench94's recipe trains at batch 1,024, the baseline stage's default at 128.
+    own = _summary(_record(backbone="airbench94", stage="baseline", batch_size=1024), _record(backbone="airbench94", stage="baseline", batch_size=1024, image_size=64))
+    assert settings_column(own) is None
+    other = _summary(_record(backbone="small_cnn", stage="baseline", batch_size=1024), _record(backbone="small_cnn", stage="baseline", batch_size=1024, image_size=64))
+    assert settings_column(other) == ["batch 1024", "batch 1024"]

@@ -7,8 +7,9 @@ import json
 
 import pandas as pd
 
+from backbones.registry import BackboneLookupError, get_backbone
 from bench.render.format import missing
-from bench.stages import STAGES
+from bench.stages import STAGES, stage_defaults
 
 # What every run table shows of a configuration; rows equal in all of these need more words.
 SHOWN_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights"]
@@ -21,10 +22,19 @@ def weights_cell(row) -> str:
     return row.weights + (" (random init, not pretrained)" if row.weights == "none" and row.stage != "baseline" else "")
 
 
+def _default_batch_size(row) -> int:
+    """The batch size of the row's stage, or of its backbone's own recipe for the stage."""
+    try:
+        recipe = get_backbone(row.backbone).baseline_recipe
+    except BackboneLookupError:  # a plugin backbone the reporting machine does not have
+        recipe = None
+    return stage_defaults(row.stage, recipe).batch_size
+
+
 def settings(row) -> str:
     """How a configuration differs from its stage's defaults beyond the table's own columns."""
     parts = []
-    if not missing(row.batch_size) and row.stage in STAGES and int(row.batch_size) != STAGES[row.stage].batch_size:
+    if not missing(row.batch_size) and row.stage in STAGES and int(row.batch_size) != _default_batch_size(row):
         parts.append(f"batch {int(row.batch_size)}")
     if not missing(row.batch_size_used) and row.batch_size_used != row.batch_size:
         parts.append(f"batch {int(row.batch_size_used)} after an out-of-memory retry")

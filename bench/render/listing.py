@@ -17,11 +17,14 @@ def _solver(stage) -> str:
     if stage.solver == "lbfgs":
         low, high, count = stage.l2_penalties
         return f"L-BFGS, L2 penalty from {count} log-spaced values in [{low:.0e}, {high:.0e}]".replace("e-0", "e-").replace("e+0", "e")
+    if stage.solver == "nesterov":
+        return f"Nesterov SGD, {stage.epochs} epochs, batch {stage.batch_size}, lr {stage.learning_rate:g} per 1,024 examples"
     return f"AdamW, {stage.epochs} epochs, lr {stage.learning_rate:g}"
 
 
 def render_listing(specs, stages: dict, policies: dict) -> str:
-    """Three tables: backbones (with what finetune unfreezes), stages, policies."""
+    """Three tables: backbones (with what finetune unfreezes), stages (by the name each is listed
+    under: a backbone's own recipe for a stage is a row of its own), policies."""
     backbones = [
         {
             "backbone": s.name,
@@ -34,6 +37,6 @@ def render_listing(specs, stages: dict, policies: dict) -> str:
         }
         for s in specs
     ]
-    stage_rows = [{"stage": s.name, "trains with": _solver(s), "augment": s.augment, "description": s.description} for s in stages.values()]
+    stage_rows = [{"stage": name, "trains with": _solver(s), "augment": s.augment, "description": s.description} for name, s in stages.items()]
     policy_rows = [{"policy": p.name, "exact cache": "yes" if p.cache_variants else "no", "description": p.description} for p in policies.values()]
     return "\n\n".join([table(backbones), table(stage_rows), table(policy_rows)])

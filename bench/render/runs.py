@@ -22,7 +22,7 @@ ANON_EXPLANATION = (
 
 def trains_in_epochs(stage: str) -> bool:
     """Whether a stage has epochs (the linear stage's L-BFGS has none); unknown stages are assumed to."""
-    return stage not in STAGES or STAGES[stage].solver == "adamw"
+    return stage not in STAGES or STAGES[stage].by_epochs
 
 
 def accuracy_cell(row) -> str:
