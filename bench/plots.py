@@ -249,7 +249,9 @@ def report_figures(frame: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple
     where the summary varies in size or augmentation."""
     yield "accuracy_by_stage.png", accuracy_by_stage(summary)
     yield "accuracy_vs_throughput.png", accuracy_vs_throughput(summary)
-    yield "training_curves.png", training_curves(frame)
+    # Only where a cell trained in epochs: the linear stage's L-BFGS has no curve (its search has a figure of its own).
+    if frame.loc[frame["status"] == "ok", "history"].map(len).any():
+        yield "training_curves.png", training_curves(frame)
     if frame["linear_l2_penalty"].notna().any():
         yield "linear_penalty_search.png", linear_penalty_search(frame)
     if summary["image_size"].nunique() > 1 or summary["augment"].nunique() > 1:

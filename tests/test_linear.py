@@ -186,6 +186,13 @@ def test_the_report_shows_the_penalty_the_solver_s_time_and_the_search(runs, tmp
     # A report without a linear record has none of it.
     assert "linear_l2_penalty" not in pd.read_csv(without / "summary.csv").columns
     assert "L2 penalty" not in (without / "README.md").read_text() and not (without / "linear_penalty_search.png").exists()
+    assert (without / "training_curves.png").exists()
+    # A folder of linear cells alone has no training curves to draw (L-BFGS has no epochs).
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    append_record(alone, linear)
+    names = {path.name for path in publish.write_report(alone)}
+    assert "linear_penalty_search.png" in names and "training_curves.png" not in names
 
 
 def _table(text: str, heading: str) -> dict:
