@@ -169,6 +169,34 @@ def test_a_cached_finetune_cell_saves_the_whole_classifier_it_trained(tmp_path):
     assert abs(accuracy - record.test_accuracy) < 1e-9
 
 
+def test_a_classifier_keras_cannot_save_costs_the_cell_its_model_file_not_its_results(tmp_path):
+    import keras
+
+    from backbones import register_backbone, unregister_backbone
+    from bench.cell import run_cell
+
+    class Scale(keras.layers.Layer):  # unregistered, and no get_config for its argument
+        def __init__(self, factor, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+    def unsaveable(input_shape=(32, 32, 3), weights=None):
+        inputs = keras.Input(input_shape)
+        return keras.Model(inputs, Scale(2.0)(keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)))
+
+    register_backbone(unsaveable, default_image_size=32, stages=("transfer",))
+    try:
+        cell = Cell(backbone="unsaveable", stage="transfer", image_size=32, augment="none", seed=0, data="synthetic", profile="quick", epochs=1)
+        record = run_cell(cell, tmp_path / "out", tmp_path / "cache")
+    finally:
+        unregister_backbone("unsaveable")
+    assert record.status == "ok" and record.test_accuracy is not None
+    assert record.model_file == "" and "classifier not saved" in record.notes and not list((tmp_path / "out").glob("models/*.keras"))
+
+
 def test_deploy_refuses_a_folder_without_runs_or_without_saved_models(tmp_path, capsys):
     assert main(["deploy", "--out", str(tmp_path / "none")]) == 2
     assert "runs.jsonl does not exist" in capsys.readouterr().err
