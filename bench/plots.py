@@ -219,7 +219,8 @@ def tuning_history(trials: pd.DataFrame) -> Figure:
         pruned = group["pruned"].astype(bool)
         axis.scatter(group["trial"][~pruned], 100 * group["val_accuracy"][~pruned], color=colour, label=study)
         axis.scatter(group["trial"][pruned], 100 * group["val_accuracy"][pruned], facecolors="none", edgecolors=colour)
-        best = (100 * group["val_accuracy"].where(~pruned)).cummax()
+        # Pruned trials leave gaps the line carries the best so far across.
+        best = (100 * group["val_accuracy"].where(~pruned)).cummax().ffill()
         axis.step(group["trial"], best, where="post", color=colour, linewidth=1)
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.set_xlabel("trial")

@@ -83,3 +83,20 @@ def test_cost_plot_labels_do_not_overlap(tmp_path):
     renderer = _renderer(figure)
     boxes = [t.get_window_extent(renderer) for t in figure.axes[0].texts if t.get_text()]
     assert len(boxes) == 6 and not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
+
+
+def test_the_tuning_plot_carries_the_best_so_far_across_pruned_trials():
+    trials = pd.DataFrame(
+        {
+            "study": ["s"] * 5,
+            "trial": [0, 1, 2, 3, 4],
+            "status": ["ok"] * 5,
+            "pruned": [False, True, False, True, True],
+            "val_accuracy": [0.80, 0.70, 0.82, 0.90, 0.60],
+        }
+    )
+    figure = plots.tuning_history(trials)
+    (line,) = figure.axes[0].get_lines()
+    # A pruned trial's accuracy (0.90, before its schedule ended) never counts as the best.
+    assert list(line.get_ydata()) == pytest.approx([80, 80, 82, 82, 82])
+    plots.plt.close(figure)
