@@ -142,5 +142,23 @@ def _onnx(model, path: Path) -> None:
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="images")
     frozen = convert_variables_to_constants_v2(tf.function(lambda images: model(images, training=False)).get_concrete_function(spec))
     tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs], output_names=[t.name for t in frozen.outputs], output_path=str(path)
+        _erfc_as_one_minus_erf(frozen.graph.as_graph_def()), input_names=[t.name for t in frozen.inputs], output_names=[t.name for t in frozen.outputs], output_path=str(path)
     )
+
+
+def _erfc_as_one_minus_erf(graph_def):
+    """``graph_def`` with each Erfc (exact GELU computes one) written as 1 - Erf: tf2onnx passes
+    Erfc through unconverted, and ONNX has no such operator, so ONNX Runtime refused the model."""
+    import tensorflow as tf
+
+    for node in [node for node in graph_def.node if node.op == "Erfc"]:
+        dtype = node.attr["T"].type
+        erf = graph_def.node.add(name=f"{node.name}/erf", op="Erf", input=node.input)
+        erf.attr["T"].type = dtype
+        one = graph_def.node.add(name=f"{node.name}/one", op="Const")
+        one.attr["dtype"].type = dtype
+        one.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(1.0, dtype=tf.as_dtype(dtype)))
+        node.op = "Sub"  # keeps its name, so whatever read the Erfc reads 1 - Erf
+        node.ClearField("input")
+        node.input.extend([one.name, erf.name])
+    return graph_def
