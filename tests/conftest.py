@@ -38,6 +38,24 @@ def registered(*modules: str):
             sys.modules.pop(name, None)
 
 
+SHARED_SCOPES = ("module", "package", "session")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Put the tests that share one of this suite's module- or session-scoped fixtures (a real
+    run, a sweep: tens of seconds each) in one pytest-xdist group, so ``--dist loadgroup``
+    sends them to one worker and the fixture is built once, not once per worker. A test
+    sharing two such fixtures is grouped by the first (xdist takes one group per test)."""
+    for item in items:
+        # name2fixturedefs: every fixture the test needs, its closure included; pytest's and
+        # plugins' own (tmp_path_factory) have no baseid, this suite's have their folder's.
+        shared = sorted(f"{defs[-1].baseid}::{name}" for name, defs in item._fixtureinfo.name2fixturedefs.items()
+                        if defs and defs[-1].baseid and defs[-1].scope in SHARED_SCOPES)
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+
+
 @pytest.fixture
 def fault_backbones():
     """Register the fault-injecting backbones here and in every spawned cell process."""

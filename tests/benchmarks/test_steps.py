@@ -1,6 +1,6 @@
 """pytest-benchmark suite: each backbone's inference step and each stage's training step.
 
-Timed with ``pytest tests/benchmarks -m slow --benchmark-only --benchmark-enable`` (``tox -e
+Timed with ``pytest tests/benchmarks -m slow -n 0 --benchmark-only --benchmark-enable`` (``tox -e
 bench``). Every step builds a backbone at its default size (minutes for the whole registry), so
 they are slow-marked: the slow suite (CI) runs each once, untimed (``--benchmark-disable``), as a
 smoke test of the steps it times; the outputs are checked either way. Inputs are the backbone's default size,
