@@ -70,6 +70,22 @@ def tiny_backbones():
         yield
 
 
+@pytest.fixture
+def cells_in_process(monkeypatch):
+    """Cells of ``bench run`` and ``perf --memory`` run in this process rather than each in a
+    spawned child (which loads TensorFlow again: some 7 CPU seconds a cell), for tests of what
+    the command does with its cells (resume, identity, healing, tables), not of the isolation
+    itself: test_reliability.py's fault sweep and ``real_run`` keep each cell in its process."""
+    from bench import executors, perf
+    from bench.isolation import run_cell_safely
+
+    def in_process(cell, out_dir, cache_dir, options, on_progress=None):
+        return run_cell_safely(cell, out_dir, cache_dir, options)
+
+    monkeypatch.setattr(executors, "run_isolated", in_process)
+    monkeypatch.setattr(perf, "run_isolated", in_process)
+
+
 def run_cli(*args, cwd=ROOT, env=None, timeout=600):
     """Run ``python -m bench`` as a user would; returns the CompletedProcess."""
     import subprocess

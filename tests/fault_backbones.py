@@ -1,23 +1,29 @@
 """Backbones that fail on purpose, registered only by the reliability tests.
 
-Each builds quickly at 32 px; the fault fires when the harness builds or trains it.
+Each builds quickly at 32 px; the fault fires when the harness builds or trains it. Keras is
+imported in the builders, as in tests/tiny_backbones.py: registering these in a `bench cost`
+parent (which never loads TensorFlow itself) costs no TensorFlow import.
 """
 
 import os
 import signal
 import time
 
-import keras
-
 from backbones import register_backbone
 
 NAMES = ("fault_raises", "fault_aborts", "fault_hangs", "fault_diverges", "fault_oom_once", "fault_slow", "fault_killed")
 
 
-def _tiny(input_shape, name):
+def _tiny(input_shape, exploding=False):
+    import keras
+
+    class Explode(keras.layers.Layer):
+        def call(self, x):
+            return x * float("inf")
+
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
-    return inputs, x
+    return keras.Model(inputs, Explode()(x) if exploding else x)
 
 
 @register_backbone(default_image_size=32, stages=("baseline", "transfer"))
@@ -35,15 +41,9 @@ def fault_hangs(input_shape=(32, 32, 3), weights=None):
     time.sleep(3600)
 
 
-class _Explode(keras.layers.Layer):
-    def call(self, x):
-        return x * float("inf")
-
-
 @register_backbone(default_image_size=32, stages=("baseline",))
 def fault_diverges(input_shape=(32, 32, 3), weights=None):
-    inputs, x = _tiny(input_shape, "fault_diverges")
-    return keras.Model(inputs, _Explode()(x))
+    return _tiny(input_shape, exploding=True)
 
 
 @register_backbone(default_image_size=32, stages=("baseline",))
@@ -53,8 +53,7 @@ def fault_oom_once(input_shape=(32, 32, 3), weights=None):
     if not os.path.exists(marker):
         open(marker, "w").close()
         raise MemoryError("injected out-of-memory")
-    inputs, x = _tiny(input_shape, "fault_oom_once")
-    return keras.Model(inputs, x)
+    return _tiny(input_shape)
 
 
 @register_backbone(default_image_size=32, stages=("baseline",))
@@ -67,8 +66,7 @@ def fault_slow(input_shape=(32, 32, 3), weights=None):
         with open(os.environ["FAULT_SLOW_MARKER"], "w") as marker:
             marker.write(str(os.getpid()))
     time.sleep(float(os.environ.get("FAULT_SLOW_SECONDS", "0")))
-    inputs, x = _tiny(input_shape, "fault_slow")
-    return keras.Model(inputs, x)
+    return _tiny(input_shape)
 
 
 @register_backbone(default_image_size=32, stages=("baseline",))

@@ -241,18 +241,19 @@ def test_end_to_end_run_on_synthetic(real_run):
     assert list((out / "artifacts").glob("*transfer*.head.weights.h5"))
 
 
-def test_resume_skips_ok_cells_reruns_a_cell_whose_settings_changed_and_the_report_keeps_both(real_run, tmp_path, tiny_backbones):
+def test_resume_skips_ok_cells_reruns_a_cell_whose_settings_changed_and_the_report_keeps_both(real_run, tmp_path, tiny_backbones, cells_in_process, capsys):
+    """On the records of ``real_run``'s processes; the rerun cell runs in this process."""
     import shutil
 
     out = tmp_path / "out"
     shutil.copytree(real_run.out, out)
-    argv = ["run", "--backbone", "tiny_scratch", "--data", "synthetic", "--profile", "quick", "--out", out, "--cache-dir", real_run.cache, "--resume"]
-    same = run_cli(*argv)
-    assert same.returncode == 0 and "1 of 1 cells already have an ok record; running 0" in same.stderr, same.stderr[-1500:]
+    argv = ["run", "--backbone", "tiny_scratch", "--data", "synthetic", "--profile", "quick", "--out", str(out), "--cache-dir", str(real_run.cache), "--resume"]
+    code, err = main(argv), capsys.readouterr().err
+    assert code == 0 and "1 of 1 cells already have an ok record; running 0" in err, err[-1500:]
     assert len(read_records(out).records) == 3
-    changed = run_cli(*argv, "--batch-size", "64")
-    assert changed.returncode == 0, changed.stderr[-1500:]
-    assert "already have an ok record" not in changed.stderr
+    code, err = main([*argv, "--batch-size", "64"]), capsys.readouterr().err
+    assert code == 0, err[-1500:]
+    assert "already have an ok record" not in err
     baseline = [r for r in read_records(out).records if r.backbone == "tiny_scratch"]
     assert [r.identity["batch_size"] for r in baseline] == [128, 64]
     text = (out / "README.md").read_text()

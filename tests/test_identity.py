@@ -315,8 +315,9 @@ def test_records_of_one_identity_under_two_folder_names_count_once(tmp_path):
     assert summary.loc[0, "test_accuracy"] == 0.5  # the later record supersedes the earlier
 
 
-def test_a_renamed_copy_of_a_folder_trains_once_and_the_report_counts_it_once(tmp_path, capsys):
-    """Issue 25, defect 2: one cell on a folder, then on a renamed copy with --resume."""
+def test_a_renamed_copy_of_a_folder_trains_once_and_the_report_counts_it_once(tmp_path, capsys, tiny_backbones, cells_in_process):
+    """Issue 25, defect 2: one cell on a folder, then on a renamed copy with --resume (the
+    folder's identity is under test: tiny_scratch stands in for small_cnn, in this process)."""
     import shutil
 
     import pandas as pd
@@ -325,7 +326,7 @@ def test_a_renamed_copy_of_a_folder_trains_once_and_the_report_counts_it_once(tm
     renamed = tmp_path / "photos-renamed"
     shutil.copytree(original, renamed)
     out = tmp_path / "out"
-    argv = ["run", "--backbone", "small_cnn", "--profile", "quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--resume"]
+    argv = ["run", "--backbone", "tiny_scratch", "--profile", "quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--resume"]
     assert _plan(*argv[1:], "--data", str(original))[0][0].key == _plan(*argv[1:], "--data", str(renamed))[0][0].key
     assert main([*argv, "--data", str(original)]) == 0
     assert main([*argv, "--data", str(renamed)]) == 0

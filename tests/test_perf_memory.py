@@ -60,13 +60,9 @@ def test_the_time_ratio_is_of_medians_so_one_slow_run_does_not_decide_it():
     assert growth.time_ratio == pytest.approx(32.0 / 20.0)
 
 
-def test_perf_memory_drives_its_cells_and_writes_the_table(tmp_path, tiny_backbones, monkeypatch):
+def test_perf_memory_drives_its_cells_and_writes_the_table(tmp_path, tiny_backbones, cells_in_process):
     """The real driver, cells and table, with each cell run in this process instead of a child
     of its own (twelve TensorFlow processes); the slow test below runs them isolated, as a user's run does."""
-    from bench import perf
-    from bench.isolation import run_cell_safely
-
-    monkeypatch.setattr(perf, "run_isolated", lambda cell, out_dir, cache_dir, options, *rest: run_cell_safely(cell, out_dir, cache_dir, options))
     code = main(["perf", "--memory", "--backbone", "tiny_net", "--data", "synthetic", "--image-size", "32", "--train-images", "100", "300", "--epochs", "1",
                  "--timing-runs", "1", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
