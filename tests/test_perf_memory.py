@@ -80,8 +80,9 @@ def test_perf_memory_drives_its_cells_and_writes_the_table(tmp_path, tiny_backbo
 @pytest.mark.slow
 def test_perf_memory_prints_the_ratios_and_writes_the_table(tmp_path, tiny_backbones):
     """As a user runs it: every cell in a child process of its own (twelve here). Slow."""
+    # Twelve TensorFlow processes: 600 s ran out on the loaded 2-core machine beside the 20,000-image test (two workers).
     result = run_cli("perf", "--memory", "--backbone", "tiny_net", "--data", "synthetic", "--image-size", "32", "--train-images", "100", "300", "--epochs", "1",
-                     "--timing-runs", "2", "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
+                     "--timing-runs", "2", "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", timeout=1800)
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "out" / "perf-memory.md").read_text()
     assert result.stdout.strip() == text.strip()
