@@ -46,7 +46,8 @@ def ray_head(tmp_path_factory):
 
 @pytest.mark.slow
 def test_ray_executor_records_equal_local(tmp_path, ray_head):
-    grid = ["--backbone", "mobilenet_v2", "--data", "synthetic", "--profile", "quick", "--image-size", "32", "--cache-dir", tmp_path / "cache"]
+    # The two stages where one cell waits for another's output (finetune starts from transfer's head).
+    grid = ["--backbone", "mobilenet_v2", "--stage", "transfer", "finetune", "--data", "synthetic", "--profile", "quick", "--image-size", "32", "--cache-dir", tmp_path / "cache"]
     local = run_cli("run", *grid, "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr[-2000:]
     distributed = run_cli("run", *grid, "--out", tmp_path / "ray", "--executor", "ray", "--ray-address", ray_head, env={"RAY_USAGE_STATS_ENABLED": "0"})
