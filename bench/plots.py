@@ -244,10 +244,39 @@ def accuracy_vs_latency(summary: pd.DataFrame) -> Figure:
     )
 
 
-def report_figures(frame: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple[str, Figure]]:
+def accuracy_for_time(summary: pd.DataFrame, curves: pd.DataFrame) -> Figure:
+    """Test accuracy (with its 95 % interval) against training minutes: each accuracy-for-time
+    curve (``bench.stats.time_curves``) a line through its epoch budgets, every other
+    configuration a point whose minutes include its activation extraction."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    points, texts = [], []
+    for _, curve in curves.groupby("curve", sort=False):
+        first = curve.iloc[0]
+        axis.errorbar(curve["train_minutes"], 100 * curve["test_accuracy"], yerr=100 * curve["test_accuracy_ci95"], marker="o", markersize=4, capsize=2, label=f"{first.backbone} {first.stage} {first.image_size}px")
+        points += list(zip(curve["train_minutes"], 100 * curve["test_accuracy"]))
+        texts += [f"{epochs} ep" for epochs in curve["epochs"]]
+    others = summary[~summary["group"].isin(curves["group"])]
+    for (backbone, stage), group in others.groupby(["backbone", "stage"], sort=True):
+        minutes = (group["train_seconds"] + group["cache_seconds"].fillna(0)) / 60
+        axis.errorbar(minutes, 100 * group["test_accuracy"], yerr=100 * group["test_accuracy_ci95"], fmt="s", markersize=4, capsize=2, label=f"{backbone} {stage}")
+        points += list(zip(minutes, 100 * group["test_accuracy"]))
+        texts += [f"{row.image_size}px" for row in group.itertuples()]
+    axis.set_xscale("log")
+    axis.margins(0.1)
+    axis.set_xlabel("training minutes (log scale; pretrained: + activation extraction)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title("Accuracy for training time (lines: one recipe at several epoch budgets)")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    place_labels(figure, axis, points, texts)
+    return figure
+
+
+def report_figures(frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame | None = None) -> Iterator[tuple[str, Figure]]:
     """The report's figures with their file names, drawn one at a time as they are asked for:
     a caller that stops (a full disk) leaves none drawn and unsaved. Size and cost plots only
-    where the summary varies in size or augmentation."""
+    where the summary varies in size or augmentation; the accuracy-for-time plot only where
+    ``curves`` (``bench.stats.time_curves``) has a curve."""
     yield "accuracy_by_stage.png", accuracy_by_stage(summary)
     yield "accuracy_vs_throughput.png", accuracy_vs_throughput(summary)
     # Only where a cell trained in epochs: the linear stage's L-BFGS has no curve (its search has a figure of its own).
@@ -258,3 +287,5 @@ def report_figures(frame: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple
     if summary["image_size"].nunique() > 1 or summary["augment"].nunique() > 1:
         yield "accuracy_vs_size.png", accuracy_vs_size(summary)
         yield "accuracy_vs_cost.png", accuracy_vs_cost(summary)
+    if curves is not None and len(curves):
+        yield "accuracy_for_time.png", accuracy_for_time(summary, curves)

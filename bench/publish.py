@@ -16,7 +16,7 @@ from bench.render.labels import distinguish_labels, settings
 from bench.render.results_readme import render_markdown
 from bench.render.runs import render_headline
 from bench.render.tuning import tuning_section
-from bench.stats import deploy_summary, records_frame, study_summaries, summarize, trials_frame
+from bench.stats import deploy_summary, records_frame, study_summaries, summarize, time_curves, trials_frame
 
 COST_MARKDOWN, COST_PLOT = "cost.md", "cost_throughput_vs_gflops.png"
 DEPLOY_MARKDOWN, DEPLOY_PLOT = "deploy.md", "deploy_accuracy_vs_latency.png"
@@ -107,7 +107,8 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     if not summary.empty:
         summary["settings"] = [settings(row) for row in summary.itertuples()]
     summary_csv = files.write_text(out_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
-    plot_paths = [save_figure(figure, out_dir / name) for name, figure in plots.report_figures(frame, summary)] if not summary.empty else []
+    curves = time_curves(frame, summary)
+    plot_paths = [save_figure(figure, out_dir / name) for name, figure in plots.report_figures(frame, summary, curves)] if not summary.empty else []
     # `bench cost` records found among the inputs get a section of their own, cost.md and a plot.
     cost, cost_bad = load_cost([out_dir, *extra_inputs])
     cost_paths = write_cost_report(out_dir, cost, cost_bad)
@@ -119,7 +120,7 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     deploy_paths, deploy_block = write_deploy_report(out_dir, extra_inputs)
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
     # The README last: a reader who sees a new one sees the whole new set beside it.
-    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block))
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block, curves))
     written = [readme, summary_csv, *plot_paths, *cost_paths, *tuning_paths, *deploy_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)

@@ -22,6 +22,9 @@ SETTING_COLUMNS = ["batch_size", "precision", "jit_compile", "val_fraction", "ov
 # Identity fields of tuned recipes and final fits: summary columns only where a record has one.
 TUNING_COLUMNS = ["recipes", "fit_on"]
 STAGE_ORDER = {"baseline": 0, "linear": 1, "transfer": 2, "finetune": 3}
+# Training FLOPs per image as a multiple of the forward pass's: the backward pass costs about
+# twice the forward (it computes gradients for both the activations and the weights).
+TRAIN_FLOPS_PER_FORWARD = 3
 # Student t 0.975 quantiles by degrees of freedom, for 95 % intervals over a few seeds.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -35,6 +38,8 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
     frame = pd.DataFrame([record_store.as_flat_dict(r) for r in records], columns=list(RECORD_FIELDS))
     frame["weights"] = frame["weights"].map(weights_label)
     frame["group"] = [identity_digest(group_identity(r.identity)) for r in records]
+    # Configurations that differ in their epoch budget alone share a curve (accuracy for time).
+    frame["budget_curve"] = [identity_digest({k: v for k, v in group_identity(r.identity).items() if k != "epochs"}) for r in records]
     frame["batch_size_used"] = frame["batch_size"]
     for column in SETTING_COLUMNS + TUNING_COLUMNS:
         frame[f"planned_{column}"] = [r.identity.get(column) for r in records]
@@ -116,6 +121,23 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     summary["tied_best"] = _tied_with_best(summary)
     order = summary["stage"].map(STAGE_ORDER).fillna(9)
     return summary.assign(_order=order).sort_values(["backbone", "_order", "image_size", "augment"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def time_curves(frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy-for-time curves: the summary rows of configurations trained at several epoch
+    budgets and otherwise identical, ordered by curve and epochs, with ``curve`` (its id),
+    ``train_minutes`` and ``train_gflops_per_second``, the training loop's achieved rate
+    (``TRAIN_FLOPS_PER_FORWARD`` forward passes per training image; None without a FLOP count)."""
+    if summary.empty:
+        return summary.assign(curve=[], train_minutes=[], train_gflops_per_second=[])
+    curve = summary["group"].map(frame.drop_duplicates("group").set_index("group")["budget_curve"])
+    several = curve.map(curve.value_counts()) > 1
+    rows = summary[several].assign(curve=curve[several])
+    rows = rows.assign(
+        train_minutes=rows["train_seconds"] / 60,
+        train_gflops_per_second=TRAIN_FLOPS_PER_FORWARD * pd.to_numeric(rows["flops_per_image"]) * rows["train_images_per_second"] / 1e9,
+    )
+    return rows.sort_values(["backbone", "stage", "curve", "epochs"], kind="stable").reset_index(drop=True)
 
 
 def _median(values: pd.Series) -> float | None:

@@ -331,3 +331,38 @@ def test_ok_records_missing_every_optional_number_still_render(tmp_path):
     publish.write_report(tmp_path)
     assert "## Cost" in (tmp_path / "README.md").read_text()
     assert len(compare(tmp_path, tmp_path).deltas) == len(records)
+
+
+def test_epoch_budgets_of_one_configuration_make_an_accuracy_for_time_curve(tmp_path):
+    from bench.stats import TRAIN_FLOPS_PER_FORWARD, time_curves
+
+    base = next(r for r in _fixture_records() if r.stage == "baseline")
+    curve = [
+        _replace(base, key=f"e{epochs}-s{seed}", epochs=epochs, seed=seed, test_accuracy=0.70 + epochs / 100 + seed / 1000, train_seconds=60.0 * epochs)
+        for epochs in (4, 1, 2)
+        for seed in (0, 1)
+    ]
+    # The same budgets under another augmentation: a second curve, never averaged into the first;
+    # and one configuration at a single budget, which is no curve.
+    other = [_replace(r, key="other-" + r.key, augment="flip") for r in curve if r.seed == 0]
+    single = _replace(base, key="single", augment="none", epochs=3)
+    for r in curve + other + [single]:
+        append_record(tmp_path, r)
+    frame = records_frame(curve + other + [single])
+    curves = time_curves(frame, summarize(frame))
+    assert len(curves) == 6 and curves["curve"].nunique() == 2
+    first = curves[curves["augment"] == base.augment]
+    assert list(first["epochs"]) == [1, 2, 4] and list(first["seeds"]) == [2, 2, 2]
+    assert list(first["train_minutes"]) == [1.0, 2.0, 4.0]
+    assert first["train_gflops_per_second"].iloc[0] == pytest.approx(TRAIN_FLOPS_PER_FORWARD * base.flops_per_image * base.train_images_per_second / 1e9)
+    paths = {p.name for p in publish.write_report(tmp_path)}
+    assert "accuracy_for_time.png" in paths
+    text = (tmp_path / "README.md").read_text()
+    section = text.split("## Accuracy for training time")[1].split("\n## ")[0]
+    assert section.count(f"| {base.backbone} ") == 6 and "| 4 " in section and "| 3 " not in section
+    # Without a second budget there is no curve: no section, no plot.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    append_record(alone, single)
+    assert "accuracy_for_time.png" not in {p.name for p in publish.write_report(alone)}
+    assert "## Accuracy for training time" not in (alone / "README.md").read_text()

@@ -1,4 +1,4 @@
-"""A results folder's README.md: notes, provenance, winners, accuracy, cost, axes, cost without
+"""A results folder's README.md: notes, provenance, winners, accuracy, cost, accuracy for time, axes, cost without
 training, tuning, deployment, failed cells and plots, in that order."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import PurePath
 import pandas as pd
 
 from bench.render.provenance import provenance
-from bench.render.runs import ACCURACY_EXPLANATION, ANON_EXPLANATION, accuracy_table, axes_tables, cost_table, failures_table, winners
+from bench.render.runs import ACCURACY_EXPLANATION, ANON_EXPLANATION, TIME_CURVE_EXPLANATION, accuracy_table, axes_tables, cost_table, failures_table, time_curve_table, winners
 
 COST_EXPLANATION = (
     "Inference: compiled forward pass, warm-up excluded, median of 5 repeats (± half their range; [min-max] over seeds). "
@@ -21,7 +21,8 @@ COST_EXPLANATION = (
 
 
 def render_markdown(
-    frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "", tuning_block: str = "", deploy_block: str = ""
+    frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "", tuning_block: str = "", deploy_block: str = "",
+    curves: pd.DataFrame | None = None,
 ) -> str:
     """The README text of a results folder.
 
@@ -34,6 +35,7 @@ def render_markdown(
         cost_block: the cost-without-training section, or empty.
         tuning_block: the tuning studies' section, or empty.
         deploy_block: the deployment section, or empty.
+        curves: the accuracy-for-time curves (``bench.stats.time_curves``), or None.
     """
     sections = ["# Benchmark results", ""]
     if notes.strip():
@@ -45,6 +47,8 @@ def render_markdown(
         sections += ["## Accuracy", "", "Validation-tuned only; the test split is never used for a choice. `write-up` is the seed write-up's number for the same stage. " + ACCURACY_EXPLANATION, "", accuracy_table(summary), ""]
         anon = " " + ANON_EXPLANATION if "peak_anon_mb" in summary.columns else ""
         sections += ["## Cost", "", COST_EXPLANATION + anon, "", cost_table(summary), ""]
+        if curves is not None and len(curves):
+            sections += ["## Accuracy for training time", "", TIME_CURVE_EXPLANATION, "", time_curve_table(curves), ""]
         axes = axes_tables(summary)
         if axes:
             sections += ["## Augmentation and input size", "", axes, ""]

@@ -118,6 +118,32 @@ def cost_table(summary: pd.DataFrame) -> str:
     )
 
 
+TIME_CURVE_EXPLANATION = (
+    "The same recipe at several epoch budgets, its schedule scaled to each. Train min: the training loop's minutes (median over seeds). "
+    "Training GFLOP/s: the rate the loop achieved, counting a training image as three forward passes "
+    "(forward and backward) times the forward GFLOPs per image."
+)
+
+
+def time_curve_table(curves: pd.DataFrame) -> str:
+    """One row per epoch budget of each accuracy-for-time curve (``bench.stats.time_curves``)."""
+    return table(
+        [
+            {
+                "backbone": row.backbone,
+                "stage": row.stage,
+                "size px": row.image_size,
+                "epochs": row.epochs,
+                "test accuracy": accuracy_cell(row),
+                "train min": number(row.train_minutes, 1),
+                "train img/s": number(row.train_images_per_second),
+                "training GFLOP/s": number(row.train_gflops_per_second) or "n/a",
+            }
+            for row in curves.itertuples()
+        ]
+    )
+
+
 def headline_table(summary: pd.DataFrame) -> str:
     """The few columns a reader compares first: accuracy against the write-up, then cost."""
 
