@@ -131,10 +131,14 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
         per_stage[f"{recipe.name}_train_images_per_second"] = rate["images_per_second"]
         per_stage[f"{recipe.name}_trainable_params"] = measure.param_counts(model)[1]
 
+    progress.report("timing a matmul")
+    matmul = measure.matmul_gflops("bfloat16" if "bfloat16" in dtype_policy else "float16" if "float16" in dtype_policy else "float32")
+
     return CostRecord(
         **config.identity(),
         status="ok",
         dtype_policy=dtype_policy,
+        matmul_gflops=matmul,
         stages=list(spec.stages),
         infer_images_per_second=throughput["images_per_second"],
         infer_spread=throughput["spread"],

@@ -114,6 +114,9 @@ class CostRecord:
     transfer_trainable_params: int | None = None
     finetune_trainable_params: int | None = None
     linear_trainable_params: int | None = None
+    # The machine's float matmul rate in the row's compute dtype (bench.measure.matmul_gflops), measured
+    # beside the row: the peak a from-scratch training step's GFLOP/s is read against.
+    matmul_gflops: float | None = None
     # memory of the measuring process (its own spawned process)
     peak_rss_mb: float | None = None
     peak_anon_mb: float | None = None  # where bench.measure can tell (anonymous memory: no file pages)

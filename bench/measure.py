@@ -47,6 +47,22 @@ def training_images_per_second(step, batch_size: int, steps: int = 2, repeats: i
     return {"images_per_second": rate["images_per_second"], "spread": rate["spread"]}
 
 
+def matmul_gflops(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
+    """The machine's practical peak: GFLOP/s of a square ``size`` matmul in ``dtype``, the best
+    of ``repeats`` after a warm-up (a multiply-add counted as two, as ``flops_per_image`` counts).
+    What a training step's achieved rate is read against: a nominal clock would not do, since
+    the cores boost above the clock the kernel reports."""
+    a = tf.random.normal((size, size), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    tf.matmul(a, a).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.matmul(a, a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def flops_per_image(model: keras.Model, input_shape: tuple[int, ...]) -> float | None:
     """Floating-point operations of one forward pass (a multiply-add counts 2), from TF's profiler."""
     try:

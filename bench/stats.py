@@ -123,6 +123,11 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     return summary.assign(_order=order).sort_values(["backbone", "_order", "image_size", "augment"], kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
+def training_gflops_per_second(flops_per_image, train_images_per_second):
+    """A from-scratch training loop's achieved rate: ``TRAIN_FLOPS_PER_FORWARD`` forward passes per image."""
+    return TRAIN_FLOPS_PER_FORWARD * flops_per_image * train_images_per_second / 1e9
+
+
 def time_curves(frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """The accuracy-for-time curves: the summary rows of configurations trained at several epoch
     budgets and otherwise identical, ordered by curve and epochs, with ``curve`` (its id),
@@ -135,7 +140,7 @@ def time_curves(frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     rows = summary[several].assign(curve=curve[several])
     rows = rows.assign(
         train_minutes=rows["train_seconds"] / 60,
-        train_gflops_per_second=TRAIN_FLOPS_PER_FORWARD * pd.to_numeric(rows["flops_per_image"]) * rows["train_images_per_second"] / 1e9,
+        train_gflops_per_second=training_gflops_per_second(pd.to_numeric(rows["flops_per_image"]), rows["train_images_per_second"]),
     )
     return rows.sort_values(["backbone", "stage", "curve", "epochs"], kind="stable").reset_index(drop=True)
 

@@ -44,6 +44,8 @@ def test_tiny_cost_run_writes_records_table_and_plot(cost_run):
         assert record.provenance.command.startswith("python -m bench cost --backbone fault_aborts fault_raises small_cnn tiny_probe")
     # Each stage's trainable part, and only the backbone's own stages.
     small, tiny = records["small_cnn"], records["tiny_probe"]
+    # the machine's matmul rate, timed beside each row: what the baseline step's rate is read against
+    assert all(r.matmul_gflops > 0 for r in records.values())
     assert small.baseline_train_images_per_second > 0 and small.baseline_trainable_params == small.total_params - 1344  # BatchNorm statistics do not train
     assert small.transfer_train_images_per_second is None and small.finetune_train_images_per_second is None
     assert tiny.baseline_train_images_per_second is None
@@ -188,6 +190,17 @@ def test_cost_records_render_with_optional_anon_column_failures_and_torn_lines(t
     publish.write_cost_report(tmp_path)
     text = (tmp_path / "cost.md").read_text()
     assert "peak anon MB" in text and "| 812 " in text
+    assert "% of matmul" not in text  # no record timed the matmul: no column, no explanation
+
+
+def test_the_baseline_step_s_rate_is_shown_against_the_matmul_peak(tmp_path):
+    # 3 forward passes x 0.2 GFLOPs x 250 images/s = 150 GFLOP/s, 75 % of a 200 GFLOP/s matmul.
+    append_cost_record(tmp_path, _record("small_cnn", 32, stages=["baseline"], baseline_train_images_per_second=250.0, baseline_trainable_params=500_000, matmul_gflops=200.0))
+    append_cost_record(tmp_path, _record(matmul_gflops=210.0))  # no baseline step: n/a
+    publish.write_cost_report(tmp_path)
+    text = (tmp_path / "cost.md").read_text()
+    assert "baseline GFLOP/s (% of matmul)" in text and "2,048-square matmul" in text
+    assert "| 150 (75 %)" in text and text.count("| n/a ") >= 2
 
 
 def test_report_adds_the_cost_section_only_when_a_cost_file_exists(tmp_path):

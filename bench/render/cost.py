@@ -7,6 +7,7 @@ import pandas as pd
 
 from bench.render.format import first_line, half_range, millions, missing, number, table
 from bench.render.provenance import cost_provenance
+from bench.stats import training_gflops_per_second
 
 COST_STAGE_COLUMNS = {"baseline": "whole network", "transfer": "head on pooled features", "finetune": "top on cut activations", "linear": "L-BFGS on pooled features"}
 COST_HOW_TO_READ = (
@@ -20,7 +21,12 @@ COST_HOW_TO_READ = (
     "at its cut (in brackets: the parameters that step trains); n/a where the backbone has no such stage. A cell of "
     "`bench run` adds its data pipeline and the frozen part's one pass per image (the activation cache). "
     "{linear}**peak RSS / anon MB**: the measuring process's high-water mark (build, tracing, every pass above). "
-    "**params**: of the whole classifier. **GFLOPs/img**: one forward pass, a multiply-add counted as two."
+    "**params**: of the whole classifier. **GFLOPs/img**: one forward pass, a multiply-add counted as two.{peak}"
+)
+COST_PEAK_HOW_TO_READ = (
+    " **baseline GFLOP/s (% of matmul)**: the whole-network training step's achieved rate, a training image counted as "
+    "three forward passes, against the machine's best rate on a 2,048-square matmul in the row's compute dtype, "
+    "timed in the same process: how near the step runs to what the cores can do."
 )
 
 COST_LINEAR_HOW_TO_READ = (
@@ -49,6 +55,18 @@ def shows_runtimes(cost: pd.DataFrame) -> bool:
     return bool((cost["runtime"].fillna("tensorflow") != "tensorflow").any())
 
 
+def _shows_peak(ok: pd.DataFrame) -> bool:
+    """Whether a record timed the matmul peak (tables of older records stay as they were)."""
+    return "matmul_gflops" in ok and bool(ok["matmul_gflops"].notna().any())
+
+
+def _against_peak(row) -> str:
+    if missing(row.baseline_train_images_per_second) or missing(row.flops_per_image) or missing(row.matmul_gflops):
+        return "n/a"
+    achieved = training_gflops_per_second(row.flops_per_image, row.baseline_train_images_per_second)
+    return f"{number(achieved)} ({100 * achieved / row.matmul_gflops:.0f} %)"
+
+
 def cost_without_training_table(cost: pd.DataFrame) -> str:
     """One row per ok cost record; the anonymous-memory and runtime columns only where a record has them."""
     ok = cost[cost["status"] == "ok"]
@@ -71,13 +89,16 @@ def cost_without_training_table(cost: pd.DataFrame) -> str:
             entry["peak anon MB"] = number(row.peak_anon_mb)
         entry["params"] = millions(row.total_params)
         entry["GFLOPs/img"] = number(row.flops_per_image / 1e9 if row.flops_per_image else None, 2)
+        if _shows_peak(ok):
+            entry["baseline GFLOP/s (% of matmul)"] = _against_peak(row)
         rows.append(entry)
     return table(rows)
 
 
 def cost_section(cost: pd.DataFrame, bad_lines: int, plot_name: str | None, heading: str = "##") -> str:
     """The cost-without-training block: how to read it, the table, failures, the plot."""
-    how_to_read = COST_HOW_TO_READ.format(linear=COST_LINEAR_HOW_TO_READ if "linear" in _stage_columns(cost[cost["status"] == "ok"]) else "")
+    ok = cost[cost["status"] == "ok"]
+    how_to_read = COST_HOW_TO_READ.format(linear=COST_LINEAR_HOW_TO_READ if "linear" in _stage_columns(ok) else "", peak=COST_PEAK_HOW_TO_READ if _shows_peak(ok) else "")
     how_to_read += (" " + RUNTIMES_HOW_TO_READ) if shows_runtimes(cost) else ""
     parts = [f"{heading} Cost without training", "", how_to_read, "", *cost_provenance(cost, bad_lines), "", cost_without_training_table(cost), ""]
     failed = cost[cost["status"] != "ok"]
