@@ -252,7 +252,7 @@ def accuracy_for_time(summary: pd.DataFrame, curves: pd.DataFrame) -> Figure:
     points, texts = [], []
     for _, curve in curves.groupby("curve", sort=False):
         first = curve.iloc[0]
-        axis.errorbar(curve["train_minutes"], 100 * curve["test_accuracy"], yerr=100 * curve["test_accuracy_ci95"], marker="o", markersize=4, capsize=2, label=f"{first.backbone} {first.stage} {first.image_size}px")
+        axis.errorbar(curve["train_minutes"], 100 * curve["test_accuracy"], yerr=100 * curve["test_accuracy_ci95"], marker="o", markersize=4, capsize=2, label=f"{first.backbone} {first.stage} {first.image_size}px" + (f" {first.precision}" if first.precision != "float32" else ""))
         points += list(zip(curve["train_minutes"], 100 * curve["test_accuracy"]))
         texts += [f"{epochs} ep" for epochs in curve["epochs"]]
     others = summary[~summary["group"].isin(curves["group"])]
@@ -263,9 +263,14 @@ def accuracy_for_time(summary: pd.DataFrame, curves: pd.DataFrame) -> Figure:
         texts += [f"{row.image_size}px" for row in group.itertuples()]
     axis.set_xscale("log")
     axis.margins(0.1)
+    # Plain minutes at 1-2-5 steps: the log axis's own labels overlap at its minor ticks.
+    low, high = axis.get_xlim()
+    axis.set_xticks([t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500) if low <= t <= high], minor=False)
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.set_xlabel("training minutes (log scale; pretrained: + activation extraction)")
     axis.set_ylabel("test accuracy (%)")
-    axis.set_title("Accuracy for training time (lines: one recipe at several epoch budgets)")
+    axis.set_title("Accuracy for training time (a line: one recipe, several epoch budgets)", fontsize=10)
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     place_labels(figure, axis, points, texts)

@@ -133,6 +133,8 @@ def time_curve_table(curves: pd.DataFrame) -> str:
                 "backbone": row.backbone,
                 "stage": row.stage,
                 "size px": row.image_size,
+                # Curves that differ in precision alone would read as one.
+                **({"precision": row.precision} if curves["precision"].nunique() > 1 else {}),
                 "epochs": row.epochs,
                 "test accuracy": accuracy_cell(row),
                 "train min": number(row.train_minutes, 1),
