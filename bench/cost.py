@@ -84,6 +84,7 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
 
     threads = usable_cores()
     set_tensorflow_threads(threads)  # before TensorFlow runs anything
+    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -132,7 +133,7 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
         per_stage[f"{recipe.name}_trainable_params"] = measure.param_counts(model)[1]
 
     progress.report("timing a matmul")
-    matmul = measure.matmul_gflops("bfloat16" if "bfloat16" in dtype_policy else "float16" if "float16" in dtype_policy else "float32")
+    matmul = measure.matmul_gflops(keras.DTypePolicy(dtype_policy).compute_dtype)
 
     return CostRecord(
         **config.identity(),
