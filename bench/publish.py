@@ -116,7 +116,7 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     # Tuning studies found among the inputs (their trials.jsonl) get a section and a plot.
     trials = trials_frame(load_trials([out_dir, *extra_inputs])[0])
     tuning_paths = [save_figure(plots.tuning_history(trials), out_dir / TUNING_PLOT)] if len(trials) else []
-    tuning_block = tuning_section(study_summaries(trials), TUNING_PLOT) if len(trials) else ""
+    tuning_block = tuning_section(study_summaries(trials), TUNING_PLOT, trials) if len(trials) else ""
     deploy_paths, deploy_block = write_deploy_report(out_dir, extra_inputs)
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
     # The README last: a reader who sees a new one sees the whole new set beside it.

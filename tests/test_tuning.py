@@ -294,3 +294,19 @@ def test_tune_then_run_with_its_recipes_beside_the_default(tmp_path):
     assert len(summary.strip().splitlines()) == 4, summary  # header and three rows
     table = (runs / "README.md").read_text()
     assert "tuned recipe (study tiny_net-transfer, trial" in table and "final fit on train + validation" in table
+
+
+def test_the_report_lists_each_trial_with_its_values_and_how_it_ended(tmp_path):
+    from bench.render.tuning import trials_table
+    from bench.stats import trials_frame
+
+    ends = {1: {"pruned": True, "epochs": 2, "history": [{"val_accuracy": 0.5}, {"val_accuracy": 0.6}]}, 2: {"status": "failed", "failure": "diverged", "val_accuracy": None}}
+    plan, runner = _plan(trials=3), _Runner(lambda number: ends.get(number, {}))
+    open_studies([plan], tmp_path)
+    run_study(plan, tmp_path, runner)
+    trials = trials_frame(read(tmp_path / TRIALS_FILE, TRIALS).records)
+    rows = trials_table(trials).splitlines()[2:]
+    assert len(rows) == 3 and [name.strip() for name in trials_table(trials).splitlines()[0].strip("|").split("|")][1:-2] == sorted(field.field for field in plan.space)
+    drawn_epochs = trials[trials["trial"] == 1]["recipe"].iloc[0]["values"]["epochs"]
+    assert rows[0].startswith("| 0 (default)") and "| 0.001 " in rows[0] and "complete (20 epochs)" in rows[0]
+    assert f"pruned after epoch 2 of {drawn_epochs} " in rows[1] and rows[2].rstrip(" |").endswith("diverged")

@@ -1,5 +1,6 @@
 """The report's tuning section: one row per study (``bench.stats.study_summaries``), the chosen
-values beside the defaults, and the plot of validation accuracy over trials."""
+values beside the defaults, the plot of validation accuracy over trials, and each study's trials
+with the values they tried (the records that say which settings helped)."""
 
 from __future__ import annotations
 
@@ -49,8 +50,39 @@ def tuning_table(studies: pd.DataFrame) -> str:
     return table(rows)
 
 
-def tuning_section(studies: pd.DataFrame, plot: str | None) -> str:
+def trial_ending(trial) -> str:
+    """How a trial ended: its whole schedule, pruned after some epoch of it, or stopped."""
+    if trial.status == "ok" and not trial.pruned:
+        return f"complete ({trial.epochs} epochs)"
+    if trial.status == "ok":
+        # A pruned trial's record holds the epochs it ran; its schedule is the drawn value.
+        return f"pruned after epoch {len(trial.history)} of {trial.recipe.get('values', {}).get('epochs', '?')}"
+    return trial.failure or trial.status
+
+
+def trials_table(trials: pd.DataFrame) -> str:
+    """One row per trial of one study, in trial order: each tuned field's value (the default
+    trial marked), its validation accuracy at its last epoch, and how it ended."""
+    fields = sorted({name for recipe in trials["recipe"] for name in recipe.get("values", {})})
+    rows = []
+    for trial in trials.sort_values("trial").itertuples():
+        values = trial.recipe.get("values", {})
+        default = " (default)" if trial.tuning.get("default_recipe") else ""
+        rows.append(
+            {
+                "trial": f"{trial.trial}{default}",
+                **{name: value_text(values.get(name, "")) for name in fields},
+                "val accuracy": pct(trial.val_accuracy),
+                "ended": trial_ending(trial),
+            }
+        )
+    return table(rows)
+
+
+def tuning_section(studies: pd.DataFrame, plot: str | None, trials: pd.DataFrame) -> str:
     lines = ["## Tuning", "", TUNING_EXPLANATION, "", tuning_table(studies), ""]
     if plot:
         lines += [f"![{PurePath(plot).stem}]({PurePath(plot).name})", ""]
+    for study, group in trials.groupby("study", sort=True):
+        lines += [f"### Trials of {study}", "", trials_table(group), ""]
     return "\n".join(lines)
