@@ -5,6 +5,8 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import pytest
+
 from bench import publish
 from bench.render.runs import ANON_EXPLANATION, render_headline
 from bench.stats import records_frame, summarize
@@ -14,15 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.jsonl"
 
 
-def test_committed_results_regenerate_byte_for_byte(tmp_path):
-    results, readme = tmp_path / "results", tmp_path / "README.md"
-    shutil.copytree(ROOT / "results", results)
+# Each published folder with the other folders its report reads (the commands in its notes).
+PUBLISHED = {"results": (), "results/axes": (), "results/from-scratch": ("results",)}
+
+
+@pytest.mark.parametrize("folder,inputs", PUBLISHED.items(), ids=list(PUBLISHED))
+def test_committed_results_regenerate_byte_for_byte(folder, inputs, tmp_path):
+    copy, readme = tmp_path / "results", tmp_path / "README.md"
+    shutil.copytree(ROOT / "results", copy)
     shutil.copy(ROOT / "README.md", readme)
-    written = publish.write_report(results, project_readme=readme)
-    assert {p.name for p in written} >= {"README.md", "summary.csv"}
+    out = tmp_path / folder
+    written = publish.write_report(out, [tmp_path / extra for extra in inputs], project_readme=readme if folder == "results" else None)
+    assert {p.name for p in written} >= {"README.md"}
     for path in written:
-        committed = ROOT / "README.md" if path == readme else ROOT / "results" / path.name
-        assert path.read_bytes() == committed.read_bytes(), f"{path.name} changed"
+        committed = ROOT / path.relative_to(tmp_path)
+        assert path.read_bytes() == committed.read_bytes(), f"{committed} changed"
 
 
 def _columns(text: str, after: str = "") -> list[str]:
