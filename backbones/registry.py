@@ -100,6 +100,10 @@ class PretrainedConfig:
         resolution: the side, in pixels, the weights were trained and evaluated at.
         input_scaling: what ``preprocess`` does to 0-255 pixels, as a formula.
         weights: where the weights come from.
+        int8_drop_points: the official release's ImageNet top-1 of its int8 model below its
+            float one, in points (``None``: no int8 release); what ``bench deploy``'s int8
+            drop on CIFAR-10 is read against.
+        int8_drop_source: where the two figures behind ``int8_drop_points`` are published.
     """
 
     top1: float
@@ -107,6 +111,8 @@ class PretrainedConfig:
     resolution: int
     input_scaling: str
     weights: WeightsSource
+    int8_drop_points: float | None = None
+    int8_drop_source: str = ""
 
 
 def file_sha256(path) -> str:

@@ -228,10 +228,23 @@ def study_summaries(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 
+def official_int8_drop(backbone: str) -> float | None:
+    """The official release's ImageNet int8 drop, in points, from the backbone's registered
+    metadata (``None`` for a backbone without an int8 release or not registered here)."""
+    from backbones.registry import BackboneLookupError, get_backbone
+
+    try:
+        pretrained = get_backbone(backbone).pretrained
+    except BackboneLookupError:
+        return None
+    return None if pretrained is None else pretrained.int8_drop_points
+
+
 def deploy_summary(deploy: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (a cell's identity but its seed) and runtime over the ok deployment records:
-    mean accuracy, TensorFlow's mean on the same images, the mean drop from it in points, mean
-    agreement, and the medians of size and timings."""
+    mean accuracy, TensorFlow's mean on the same images, the mean drop from it in points (beside
+    it, for an int8 runtime, the official release's ImageNet int8 drop), mean agreement, and the
+    medians of size and timings."""
     from bench.runtimes import RUNTIMES
 
     ok = deploy[deploy["status"] == "ok"]
@@ -250,6 +263,7 @@ def deploy_summary(deploy: pd.DataFrame) -> pd.DataFrame:
                 "test_accuracy": float(group["test_accuracy"].mean()),
                 "reference_accuracy": float(group["reference_accuracy"].mean()),
                 "drop_points": float(100 * (group["reference_accuracy"] - group["test_accuracy"]).mean()),
+                "official_int8_drop_points": official_int8_drop(first["backbone"]) if RUNTIMES[runtime].int8 else None,
                 "agreement": float(group["agreement"].mean()),
                 "model_file_mb": float(group["model_file_mb"].median()),
                 "infer_images_per_second": float(group["infer_images_per_second"].median()),

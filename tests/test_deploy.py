@@ -239,6 +239,10 @@ def test_the_report_gains_a_deployment_table_and_plot_only_with_deploy_records(t
     assert [row.split("|")[4].strip() for row in rows] == ["tensorflow", "litert-int8"]
     assert "| 81.0 % (n=2)" in rows[0]  # seeds of one configuration together
     assert "| 78.5 %" in rows[1] and "| 1.50 " in rows[1]  # the int8 drop, in points
+    # Beside an int8 row, MobileNetV2's release's own ImageNet int8 drop (registry metadata).
+    header = [cell.strip() for cell in next(line for line in deploy.splitlines() if line.startswith("| backbone")).split("|")]
+    official = header.index("official int8 drop (ImageNet)")
+    assert [row.split("|")[official].strip() for row in rows] == ["", "1.0"]
     assert "`mobilenet_v2/finetune/k/openvino` (accuracy): conversion changed the predictions" in deploy
     assert "threads: 2 (every runtime alike)" in deploy
     assert (tmp_path / "deploy_accuracy_vs_latency.png").read_bytes()[:4] == b"\x89PNG"

@@ -17,15 +17,18 @@ DEPLOY_HOW_TO_READ = (
     "same images minus it, in points; **agreement**: the share of test images whose predicted class is TensorFlow's. "
     f"A float runtime more than {FLOAT_TOLERANCE_POINTS} point from TensorFlow is a failed conversion and is not timed; "
     "`litert-int8` (full-integer) and `openvino-int8` (NNCF) are post-training quantisation calibrated on a few hundred of "
-    "the cell's training images (never test images): their drop is the quantisation's. **file MB**: the model file(s) the runtime loads. "
+    "the cell's training images (never test images): their drop is the quantisation's; **official int8 drop**: beside it, the backbone's "
+    "own release's ImageNet top-1 of its int8 model below its float one (the sources are in docs/deploy.md). **file MB**: the model file(s) the runtime loads. "
     "**infer img/s**: batch 64, warm-up excluded, median of 5 timed repeats; **latency**: batch 1, p50 / p95 over 30 calls; "
     "**peak RSS**: the measuring process's, which loaded only its runtime. Every runtime runs on the same threads."
 )
 
 
 def deploy_table(summary: pd.DataFrame) -> str:
-    """One row per ``bench.stats.deploy_summary`` row; the augmentation column only where rows differ in it."""
+    """One row per ``bench.stats.deploy_summary`` row; the augmentation column only where rows
+    differ in it, the official int8 drop only where a row has one."""
     show_augment = summary["augment"].nunique() > 1
+    show_official = summary["official_int8_drop_points"].notna().any()
     rows = []
     for row in summary.itertuples():
         rows.append(
@@ -37,6 +40,7 @@ def deploy_table(summary: pd.DataFrame) -> str:
                 "runtime": row.runtime,
                 "accuracy": pct(row.test_accuracy) + (f" (n={row.seeds})" if row.seeds > 1 else ""),
                 "drop (points)": number(row.drop_points, 2),
+                **({"official int8 drop (ImageNet)": number(row.official_int8_drop_points, 1)} if show_official else {}),
                 "agreement": pct(row.agreement),
                 "file MB": number(row.model_file_mb, 1),
                 "infer img/s": number(row.infer_images_per_second),
