@@ -312,6 +312,8 @@ def weights_fingerprint(weights: str) -> str:
 
 
 def failed_record(cell: Cell, failure: str, error: str, **extra) -> Record:
-    """A ``failed`` record of ``cell``; ``failure`` is one of ``records.FAILURES``."""
+    """A ``failed`` record of ``cell``; ``failure`` is one of ``records.FAILURES``. It names the
+    cell's recipe as an ok record does: a tuning trial that timed out still says what it tried."""
     extra.setdefault("provenance", Provenance(started_at=now()))
+    extra.setdefault("recipe", cell.recipe_record())
     return Record(**cell.record_fields(), status="failed", failure=failure, error=error, **extra)

@@ -310,3 +310,12 @@ def test_the_report_lists_each_trial_with_its_values_and_how_it_ended(tmp_path):
     drawn_epochs = trials[trials["trial"] == 1]["recipe"].iloc[0]["values"]["epochs"]
     assert rows[0].startswith("| 0 (default)") and "| 0.001 " in rows[0] and "complete (20 epochs)" in rows[0]
     assert f"pruned after epoch 2 of {drawn_epochs} " in rows[1] and rows[2].rstrip(" |").endswith("diverged")
+
+
+def test_a_trial_that_fails_still_records_the_values_it_tried(tmp_path):
+    from bench.grid import failed_record
+
+    _write(tmp_path / "recipes", Recipe("small_cnn", "baseline", (("epochs", 5), ("learning_rate", 0.004)), "small_cnn-baseline", 3))
+    (tuned,), _ = _run_cells("--backbone", "small_cnn", "--data", "synthetic", "--recipes", str(tmp_path / "recipes"))
+    record = failed_record(tuned, "timeout", "timeout: no result after 1500 s")
+    assert record.recipe["values"] == {"epochs": 5, "learning_rate": 0.004} and record.recipe["trial"] == 3
