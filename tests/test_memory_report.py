@@ -17,7 +17,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "runs.jsonl"
 
 
 # Each published folder with the other folders its report reads (the commands in its notes).
-PUBLISHED = {"results": (), "results/axes": (), "results/from-scratch": ("results",), "results/deploy": ()}
+PUBLISHED = {"results": (), "results/axes": (), "results/from-scratch": ("results",), "results/deploy": (), "results/tuning": ()}
 
 
 @pytest.mark.parametrize("folder,inputs", PUBLISHED.items(), ids=list(PUBLISHED))

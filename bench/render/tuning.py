@@ -53,7 +53,7 @@ def tuning_table(studies: pd.DataFrame) -> str:
 def trial_ending(trial) -> str:
     """How a trial ended: its whole schedule, pruned after some epoch of it, or stopped."""
     if trial.status == "ok" and not trial.pruned:
-        return f"complete ({trial.epochs} epochs)"
+        return f"complete ({int(trial.epochs)} epochs)"  # a float column where a failed trial has none
     if trial.status == "ok":
         # A pruned trial's record holds the epochs it ran; its schedule is the drawn value.
         return f"pruned after epoch {len(trial.history)} of {trial.recipe.get('values', {}).get('epochs', '?')}"
