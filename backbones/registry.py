@@ -264,6 +264,13 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 
+def find_backbone(name: str) -> BackboneSpec | None:
+    """The spec registered under ``name``, or ``None``: for reports, whose records may name a
+    plugin backbone that the machine rendering them does not have."""
+    _load_plugins()
+    return _REGISTRY.get(name)
+
+
 def get_backbone(name: str) -> BackboneSpec:
     """The spec registered under ``name``.
 

@@ -35,6 +35,14 @@ def test_unknown_name_lists_known_names_and_closest_match():
         assert name in message
 
 
+def test_reports_find_a_backbone_or_none_where_this_machine_lacks_it():
+    from bench.stats import official_int8_drop
+
+    assert registry.find_backbone("mobilenet_v3") is None and official_int8_drop("mobilenet_v3") is None
+    assert registry.find_backbone("mobilenet_v2") is get_backbone("mobilenet_v2") and official_int8_drop("mobilenet_v2") == 1.0
+    assert official_int8_drop("small_cnn") is None  # no pretrained weights, no int8 release
+
+
 def test_registering_a_name_twice_raises():
     @register_backbone(name="dup_test", stages=("baseline",), default_image_size=32)
     def first(input_shape, weights=None):

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from backbones.registry import BackboneLookupError, get_backbone
+from backbones.registry import find_backbone
 from bench.render.format import missing
 from bench.stages import STAGES, stage_defaults
 
@@ -24,11 +24,8 @@ def weights_cell(row) -> str:
 
 def _default_batch_size(row) -> int:
     """The batch size of the row's stage, or of its backbone's own recipe for the stage."""
-    try:
-        recipe = get_backbone(row.backbone).baseline_recipe
-    except BackboneLookupError:  # a plugin backbone the reporting machine does not have
-        recipe = None
-    return stage_defaults(row.stage, recipe).batch_size
+    spec = find_backbone(row.backbone)  # None: a plugin backbone the reporting machine does not have
+    return stage_defaults(row.stage, spec.baseline_recipe if spec else None).batch_size
 
 
 def settings(row) -> str:
