@@ -13,6 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from bench.render.format import missing  # noqa: E402
+
+# Kornblith et al.'s Figure 1 on a report's records (ImageNet top-1 against CIFAR-10 accuracy).
+IMAGENET_PLOT = "imagenet_vs_cifar10.png"
 # Dots per inch of the saved PNGs: labels are placed for this resolution.
 DPI = 110
 
@@ -277,11 +281,40 @@ def accuracy_for_time(summary: pd.DataFrame, curves: pd.DataFrame) -> Figure:
     return figure
 
 
-def report_figures(frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame | None = None) -> Iterator[tuple[str, Figure]]:
+def imagenet_vs_cifar10(points: pd.DataFrame, correlations: pd.DataFrame) -> Figure:
+    """Kornblith et al.'s Figure 1 on this report's records: ImageNet top-1 (x) against CIFAR-10
+    test accuracy (y, with its 95 % interval over seeds), one panel per stage
+    (``bench.imagenet_transfer``), each titled with its correlations."""
+    stages = [stage for stage in ("linear", "transfer", "finetune") if (points["stage"] == stage).any()]
+    figure, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 4.2), squeeze=False, sharex=True)
+    by_stage = correlations.set_index("stage") if len(correlations) else None
+    placed = []
+    for axis, stage in zip(axes[0], stages):
+        at_stage = points[points["stage"] == stage]
+        axis.errorbar(at_stage["imagenet_top1"], 100 * at_stage["test_accuracy"], yerr=100 * at_stage["test_accuracy_ci95"], fmt="o", markersize=5, capsize=3)
+        axis.margins(0.2)
+        axis.set_xlabel("ImageNet top-1 (%)")
+        axis.set_ylabel("CIFAR-10 test accuracy (%)")
+        title = stage
+        if by_stage is not None and stage in by_stage.index:
+            row = by_stage.loc[stage]
+            seeds = "" if missing(row["r_seed_low"]) else f" [{row['r_seed_low']:.2f}, {row['r_seed_high']:.2f}]"
+            title += f"\nr = {row['pearson_r']:.2f}{seeds}, \u03c1 = {row['spearman_rho']:.2f}"
+        axis.set_title(title, fontsize=10)
+        placed.append((axis, list(zip(at_stage["imagenet_top1"], 100 * at_stage["test_accuracy"])), [b.replace("efficientnet_", "") for b in at_stage["backbone"]]))
+    figure.suptitle("Does the better ImageNet model transfer better? (r: log-odds, [95 % over seeds])", fontsize=10)
+    figure.tight_layout()
+    for axis, xy, texts in placed:
+        place_labels(figure, axis, xy, texts)
+    return figure
+
+
+def report_figures(frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame | None = None, imagenet: tuple | None = None) -> Iterator[tuple[str, Figure]]:
     """The report's figures with their file names, drawn one at a time as they are asked for:
     a caller that stops (a full disk) leaves none drawn and unsaved. Size and cost plots only
     where the summary varies in size or augmentation; the accuracy-for-time plot only where
-    ``curves`` (``bench.stats.time_curves``) has a curve."""
+    ``curves`` (``bench.stats.time_curves``) has a curve; the ImageNet figure only where
+    ``imagenet`` (points and correlations, ``bench.imagenet_transfer``) has a correlation."""
     yield "accuracy_by_stage.png", accuracy_by_stage(summary)
     yield "accuracy_vs_throughput.png", accuracy_vs_throughput(summary)
     # Only where a cell trained in epochs: the linear stage's L-BFGS has no curve (its search has a figure of its own).
@@ -294,3 +327,5 @@ def report_figures(frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFr
         yield "accuracy_vs_cost.png", accuracy_vs_cost(summary)
     if curves is not None and len(curves):
         yield "accuracy_for_time.png", accuracy_for_time(summary, curves)
+    if imagenet is not None and len(imagenet[1]):
+        yield IMAGENET_PLOT, imagenet_vs_cifar10(*imagenet)

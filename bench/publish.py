@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import files
+from bench import files, imagenet_transfer
 from bench.loading import load, load_cost, load_deploy, load_trials
 from bench.render.cost import cost_section, render_cost
 from bench.render.deploy import deploy_section, render_deploy
+from bench.render.imagenet import imagenet_section
 from bench.render.labels import distinguish_labels, settings
 from bench.render.results_readme import render_markdown
 from bench.render.runs import render_headline
@@ -108,7 +109,10 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
         summary["settings"] = [settings(row) for row in summary.itertuples()]
     summary_csv = files.write_text(out_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     curves = time_curves(frame, summary)
-    plot_paths = [save_figure(figure, out_dir / name) for name, figure in plots.report_figures(frame, summary, curves)] if not summary.empty else []
+    transfer_points = imagenet_transfer.points(summary)
+    imagenet = (transfer_points, imagenet_transfer.correlations(frame, transfer_points))
+    plot_paths = [save_figure(figure, out_dir / name) for name, figure in plots.report_figures(frame, summary, curves, imagenet)] if not summary.empty else []
+    imagenet_block = imagenet_section(*imagenet, plots.IMAGENET_PLOT)
     # `bench cost` records found among the inputs get a section of their own, cost.md and a plot.
     cost, cost_bad = load_cost([out_dir, *extra_inputs])
     cost_paths = write_cost_report(out_dir, cost, cost_bad)
@@ -120,7 +124,7 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     deploy_paths, deploy_block = write_deploy_report(out_dir, extra_inputs)
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
     # The README last: a reader who sees a new one sees the whole new set beside it.
-    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block, curves))
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block, curves, imagenet_block))
     written = [readme, summary_csv, *plot_paths, *cost_paths, *tuning_paths, *deploy_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)

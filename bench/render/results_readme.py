@@ -1,4 +1,5 @@
-"""A results folder's README.md: notes, provenance, winners, accuracy, cost, accuracy for time, axes, cost without
+"""A results folder's README.md: notes, provenance, winners, accuracy, cost, accuracy for time,
+ImageNet against CIFAR-10, axes, cost without
 training, tuning, deployment, failed cells and plots, in that order."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ COST_EXPLANATION = (
 
 def render_markdown(
     frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "", tuning_block: str = "", deploy_block: str = "",
-    curves: pd.DataFrame | None = None,
+    curves: pd.DataFrame | None = None, imagenet_block: str = "",
 ) -> str:
     """The README text of a results folder.
 
@@ -36,6 +37,7 @@ def render_markdown(
         tuning_block: the tuning studies' section, or empty.
         deploy_block: the deployment section, or empty.
         curves: the accuracy-for-time curves (``bench.stats.time_curves``), or None.
+        imagenet_block: the section on ImageNet accuracy against CIFAR-10 accuracy, or empty.
     """
     sections = ["# Benchmark results", ""]
     if notes.strip():
@@ -49,6 +51,8 @@ def render_markdown(
         sections += ["## Cost", "", COST_EXPLANATION + anon, "", cost_table(summary), ""]
         if curves is not None and len(curves):
             sections += ["## Accuracy for training time", "", TIME_CURVE_EXPLANATION, "", time_curve_table(curves), ""]
+        if imagenet_block:
+            sections += [imagenet_block.strip(), ""]
         axes = axes_tables(summary)
         if axes:
             sections += ["## Augmentation and input size", "", axes, ""]
