@@ -100,7 +100,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
         load_into_head(trained, probe)
         result, linear = TrainResult([], None, False, probe.seconds), probe.record_fields()
     else:
-        should_stop = pruning_hook(options.trial) if options.trial else None
+        should_stop = pruning_hook(options.trial, data.num_classes) if options.trial else None
         result = train(trained, epoch_inputs, math.ceil(len(y_train) / recipe.batch_size), val_variants[0], y_val, recipe, cell.jit_compile, should_stop)
     common = dict(
         recipe=cell.recipe_record(),

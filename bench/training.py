@@ -303,7 +303,7 @@ def train(model, epoch_inputs, steps_per_epoch: int, val_inputs, y_val_onehot, r
         if guard.diverged:
             break
         if should_stop is not None and should_stop(epoch + 1, recipe.epochs, row):
-            print(f"stopped after epoch {epoch + 1}/{recipe.epochs}: pruned by the study", flush=True)
+            print(f"stopped after epoch {epoch + 1}/{recipe.epochs}: stopped by the study (pruned, or collapsed to chance)", flush=True)
             return TrainResult(history, meter.images_per_second, False, time.perf_counter() - start, stopped=True)
     return TrainResult(history, meter.images_per_second, guard.diverged, time.perf_counter() - start)
 

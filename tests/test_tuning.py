@@ -165,13 +165,28 @@ def test_the_trial_process_reports_each_epoch_and_the_median_pruner_stops_a_poor
         study.tell(trial, final)
     trial = study.ask(plan.distributions())
     link = TrialLink(str(tmp_path / JOURNAL_FILE), plan.name, trial.number)
-    assert pruning_hook(link)(1, 2, {"val_accuracy": 0.79}) is False  # above the median (0.75) at 50 %
+    assert pruning_hook(link, 10)(1, 2, {"val_accuracy": 0.79}) is False  # above the median (0.75) at 50 %
     poor = study.ask(plan.distributions())
-    should_stop = pruning_hook(dataclasses.replace(link, number=poor.number))
+    should_stop = pruning_hook(dataclasses.replace(link, number=poor.number), 10)
     assert should_stop(2, 4, {"val_accuracy": 0.2}) is True
     assert should_stop(4, 4, {"val_accuracy": 0.2}) is False  # the last epoch: the trial has finished
     assert _study(tmp_path, plan.name).trials[poor.number].intermediate_values == {50: 0.2, 100: 0.2}
     assert optuna.__version__.split(".")[0] == "5"  # pinned: the samplers' defaults change between majors
+
+
+def test_a_trial_collapsed_to_chance_stops_before_the_pruner_has_its_startup_trials(tmp_path):
+    plan = _plan()
+    open_studies([plan], tmp_path)
+    study = _study(tmp_path, plan.name)
+    first = study.ask(plan.distributions())  # the study's first trial: the median pruner cannot act yet
+    should_stop = pruning_hook(TrialLink(str(tmp_path / JOURNAL_FILE), plan.name, first.number), 10)
+    assert should_stop(1, 8, {"val_accuracy": 0.35}) is False  # poor but learning
+    assert should_stop(2, 8, {"val_accuracy": 0.10}) is True  # 10 classes, 10 %: collapsed
+    assert should_stop(8, 8, {"val_accuracy": 0.10}) is False  # the last epoch: the trial has finished
+    # Chance depends on the classes: with 2, 55 % is collapsed and 65 % is not.
+    second = study.ask(plan.distributions())
+    two_classes = pruning_hook(TrialLink(str(tmp_path / JOURNAL_FILE), plan.name, second.number), 2)
+    assert two_classes(1, 8, {"val_accuracy": 0.55}) is True and two_classes(2, 8, {"val_accuracy": 0.65}) is False
 
 
 def _train_only_folder(root: Path) -> Path:
