@@ -49,9 +49,10 @@ def points(summary: pd.DataFrame) -> pd.DataFrame:
     row that stands for it, with ``imagenet_top1``.
 
     Which row, where a backbone has several at a stage: the stage's most common input size
-    (the size most backbones ran at, so that every point has the same one), then a tuned
-    recipe over the default (the fair comparison gives every backbone its tuned one), then the
-    row with the most seeds. Never the most accurate: that would pick the noise.
+    (the size most backbones ran at, so that every point has the same one), then each
+    backbone's tuned recipe where every backbone at the stage has one (the fair comparison),
+    else each one's default recipe, then the row with the most seeds. Never the most accurate:
+    that would pick the noise.
     """
     columns = ["stage", "backbone", "imagenet_top1", "image_size", "seeds", "test_accuracy", "test_accuracy_ci95", "group", "tuned"]
     if summary.empty:
@@ -68,8 +69,12 @@ def points(summary: pd.DataFrame) -> pd.DataFrame:
         backbones_per_size = at_stage.groupby("image_size")["backbone"].nunique()
         size = backbones_per_size[backbones_per_size == backbones_per_size.max()].index.min()
         at_size = at_stage[at_stage["image_size"] == size]
+        # Tuned rows only where every backbone has one: a tuned row beside default ones would
+        # compare recipes, not backbones.
+        all_tuned = bool(at_size.groupby("backbone")["tuned"].any().all())
+        at_size = at_size.assign(_preferred=at_size["tuned"] == all_tuned)
         for _, candidates in at_size.groupby("backbone", sort=True):
-            chosen.append(candidates.sort_values(["tuned", "seeds"], ascending=False, kind="stable").iloc[0])
+            chosen.append(candidates.sort_values(["_preferred", "seeds"], ascending=False, kind="stable").iloc[0])
     return pd.DataFrame(chosen, columns=rows.columns)[columns].reset_index(drop=True) if chosen else pd.DataFrame(columns=columns)
 
 

@@ -28,8 +28,9 @@ def _default_batch_size(row) -> int:
     return stage_defaults(row.stage, spec.baseline_recipe if spec else None).batch_size
 
 
-def settings(row) -> str:
-    """How a configuration differs from its stage's defaults beyond the table's own columns."""
+def settings(row, brief: bool = False) -> str:
+    """How a configuration differs from its stage's defaults beyond the table's own columns;
+    ``brief`` names a tuned recipe without its study and trial (the headline's short form)."""
     parts = []
     if not missing(row.batch_size) and row.stage in STAGES and int(row.batch_size) != _default_batch_size(row):
         parts.append(f"batch {int(row.batch_size)}")
@@ -45,22 +46,22 @@ def settings(row) -> str:
     # Tuned recipes and final fits: columns only in summaries that have one.
     recipe = json.loads(getattr(row, "recipe", None) or "{}")
     if recipe.get("source", "default") != "default":
-        parts.append(f"tuned recipe ({recipe['source']})")
-    if recipe.get("head"):
+        parts.append("tuned recipe" if brief else f"tuned recipe ({recipe['source']})")
+    if recipe.get("head") and not brief:
         parts.append(f"head from the tuned transfer recipe ({recipe['head']})")
     if getattr(row, "fit_on", "train") == "train+val":
         parts.append("final fit on train + validation")
     return ", ".join(parts)
 
 
-def settings_column(summary: pd.DataFrame) -> list[str] | None:
+def settings_column(summary: pd.DataFrame, brief: bool = False) -> list[str] | None:
     """Each row's settings cell, or ``None`` where every cell would be empty (no column).
 
     Rows that match on every shown column and on their settings, and so differ only in what
     they trained on, get the dataset or profile that tells them apart: two identical-looking
     rows with different numbers would read as a contradiction.
     """
-    values = [settings(row) for row in summary.itertuples()]
+    values = [settings(row, brief) for row in summary.itertuples()]
     if summary.empty:
         return None
     shown = summary[SHOWN_COLUMNS].astype(str).assign(settings=values)

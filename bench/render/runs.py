@@ -52,10 +52,11 @@ def _linear_column(summary: pd.DataFrame, row, name: str, header: str, text) -> 
     return {header: "" if missing(value) else text(value)}
 
 
-def _summary_table(summary: pd.DataFrame, cells) -> str:
+def _summary_table(summary: pd.DataFrame, cells, brief: bool = False) -> str:
     """A table of one row per summary row: ``cells(row, setting)`` makes a row's cells, where
-    ``setting`` is its settings cell, or ``None`` where no row has settings (no such column)."""
-    column = settings_column(summary)
+    ``setting`` is its settings cell (``brief``: its short form), or ``None`` where no row has
+    settings (no such column)."""
+    column = settings_column(summary, brief)
     return table([cells(row, column[index] if column else None) for index, row in enumerate(summary.itertuples())])
 
 
@@ -169,7 +170,7 @@ def headline_table(summary: pd.DataFrame) -> str:
             "train s (+ cache s)": number(row.train_seconds) + (f" (+ {number(row.cache_seconds)})" if row.cache_seconds >= 0.5 else ""),
         }
 
-    return _summary_table(summary, cells)
+    return _summary_table(summary, cells, brief=True)
 
 
 def winners(summary: pd.DataFrame) -> list[str]:
