@@ -271,6 +271,13 @@ def find_backbone(name: str) -> BackboneSpec | None:
     return _REGISTRY.get(name)
 
 
+def find_pretrained(name: str) -> PretrainedConfig | None:
+    """The published metadata of ``name``'s pretrained weights, or ``None`` for a backbone
+    without them or not registered here (reports look figures up by a record's name)."""
+    spec = find_backbone(name)
+    return None if spec is None else spec.pretrained
+
+
 def get_backbone(name: str) -> BackboneSpec:
     """The spec registered under ``name``.
 

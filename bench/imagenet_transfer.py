@@ -31,10 +31,10 @@ PERMUTATION_MAX_NETWORKS = 8
 def imagenet_top1(backbone: str) -> float | None:
     """The backbone's published ImageNet top-1 in percent, from the registry (None for a
     backbone without pretrained weights or not registered here)."""
-    from backbones.registry import find_backbone
+    from backbones.registry import find_pretrained
 
-    spec = find_backbone(backbone)
-    return None if spec is None or spec.pretrained is None else spec.pretrained.top1
+    pretrained = find_pretrained(backbone)
+    return None if pretrained is None else pretrained.top1
 
 
 def _tuned(recipe) -> bool:

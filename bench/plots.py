@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from bench import imagenet_transfer  # noqa: E402
 from bench.render.format import missing  # noqa: E402
 
 # Kornblith et al.'s Figure 1 on a report's records (ImageNet top-1 against CIFAR-10 accuracy).
@@ -285,7 +286,7 @@ def imagenet_vs_cifar10(points: pd.DataFrame, correlations: pd.DataFrame) -> Fig
     """Kornblith et al.'s Figure 1 on this report's records: ImageNet top-1 (x) against CIFAR-10
     test accuracy (y, with its 95 % interval over seeds), one panel per stage
     (``bench.imagenet_transfer``), each titled with its correlations."""
-    stages = [stage for stage in ("linear", "transfer", "finetune") if (points["stage"] == stage).any()]
+    stages = [stage for stage in imagenet_transfer.STAGES if (points["stage"] == stage).any()]
     figure, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 4.2), squeeze=False, sharex=True)
     by_stage = correlations.set_index("stage") if len(correlations) else None
     placed = []

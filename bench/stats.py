@@ -231,10 +231,10 @@ def study_summaries(trials: pd.DataFrame) -> pd.DataFrame:
 def official_int8_drop(backbone: str) -> float | None:
     """The official release's ImageNet int8 drop, in points, from the backbone's registered
     metadata (``None`` for a backbone without an int8 release or not registered here)."""
-    from backbones.registry import find_backbone
+    from backbones.registry import find_pretrained
 
-    spec = find_backbone(backbone)
-    return None if spec is None or spec.pretrained is None else spec.pretrained.int8_drop_points
+    pretrained = find_pretrained(backbone)
+    return None if pretrained is None else pretrained.int8_drop_points
 
 
 def deploy_summary(deploy: pd.DataFrame) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.render.format import missing, table
+from bench.render.runs import accuracy_cell
 
 EXPLANATION = (
     "Kornblith et al. (2019)'s question on these records: per stage, each pretrained backbone's CIFAR-10 test accuracy "
@@ -32,8 +33,7 @@ def points_table(points: pd.DataFrame) -> str:
                 "ImageNet top-1": f"{row.imagenet_top1:.1f} %",
                 "size": f"{row.image_size}px",
                 "recipe": "tuned" if row.tuned else "default",
-                "CIFAR-10 test": f"{100 * row.test_accuracy:.1f} %" + (f" ± {100 * row.test_accuracy_ci95:.1f}" if row.seeds > 1 else ""),
-                "seeds": str(row.seeds),
+                "CIFAR-10 test": accuracy_cell(row),
             }
             for row in points.itertuples()
         ]
