@@ -1,5 +1,5 @@
 """Statistics over records: the frame, one summary row per configuration (seeds averaged, with
-a 95 % t-interval), ties with the best, the grid's wall time and compute time per seed. Nothing here formats text."""
+a 95 % t-interval), ties with the best, the grid's wall time, where the latest grid's time went, and compute time per seed. Nothing here formats text."""
 
 from __future__ import annotations
 
@@ -182,6 +182,43 @@ def grid_wall_minutes(frame: pd.DataFrame) -> float | None:
     if starts.isna().all():
         return None
     return (ends.max() - starts.min()).total_seconds() / 60
+
+
+# Where a cell's wall time goes, phase by phase, from its record's timings; ``other`` is the
+# rest (loading data, building the model, bookkeeping; the cell's clock starts after TensorFlow loads).
+TIME_PHASES = {"extraction": ("cache_seconds",), "training": ("train_seconds",), "evaluation": ("eval_seconds", "measure_seconds")}
+
+
+def is_grid_command(command) -> bool:
+    """Whether a record's command line runs the whole default grid in one go: ``bench run --all``
+    without ``--resume`` (a resumed run's cells are spread over sittings, with gaps between)."""
+    import shlex
+
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return False
+    return "run" in words and "--all" in words and "--resume" not in words
+
+
+def grid_time(frame: pd.DataFrame) -> tuple[str, float | None, pd.DataFrame] | None:
+    """The latest whole-grid command's line (``is_grid_command``), its wall minutes (``grid_wall_minutes``)
+    and its cells in run order, each with its minutes per phase (``TIME_PHASES`` and
+    ``other``), its wall minutes and its share of the cells' wall time summed; None where no
+    record comes from such a command."""
+    grid = frame[frame["command"].map(is_grid_command)]
+    if grid.empty:
+        return None
+    latest = grid.loc[pd.to_datetime(grid["started_at"], errors="coerce", utc=True).idxmax(), "command"]
+    cells = grid[grid["command"] == latest].assign(_start=lambda f: pd.to_datetime(f["started_at"], errors="coerce", utc=True))
+    cells = cells.sort_values("_start", kind="stable")
+    rows = cells[["backbone", "stage", "image_size", "seed", "status"]].copy()
+    for phase, columns in TIME_PHASES.items():
+        rows[f"{phase}_minutes"] = sum(cells[c].fillna(0) for c in columns) / 60
+    rows["wall_minutes"] = cells["wall_seconds"].fillna(0) / 60
+    rows["other_minutes"] = rows["wall_minutes"] - sum(rows[f"{phase}_minutes"] for phase in TIME_PHASES)
+    rows["share"] = rows["wall_minutes"] / rows["wall_minutes"].sum() if rows["wall_minutes"].sum() else 0.0
+    return latest, grid_wall_minutes(cells), rows.reset_index(drop=True)
 
 
 def compute_minutes_by_seed(frame: pd.DataFrame) -> dict[int, float]:

@@ -1,4 +1,4 @@
-"""A results folder's README.md: notes, provenance, winners, accuracy, cost, accuracy for time,
+"""A results folder's README.md: notes, provenance, winners, accuracy, cost, the grid's time, accuracy for time,
 ImageNet against CIFAR-10, axes, cost without
 training, tuning, deployment, failed cells and plots, in that order."""
 
@@ -23,7 +23,7 @@ COST_EXPLANATION = (
 
 def render_markdown(
     frame: pd.DataFrame, summary: pd.DataFrame, bad_lines: int, plots: list[str], notes: str = "", cost_block: str = "", tuning_block: str = "", deploy_block: str = "",
-    curves: pd.DataFrame | None = None, imagenet_block: str = "",
+    curves: pd.DataFrame | None = None, imagenet_block: str = "", grid_time_block: str = "",
 ) -> str:
     """The README text of a results folder.
 
@@ -38,6 +38,7 @@ def render_markdown(
         deploy_block: the deployment section, or empty.
         curves: the accuracy-for-time curves (``bench.stats.time_curves``), or None.
         imagenet_block: the section on ImageNet accuracy against CIFAR-10 accuracy, or empty.
+        grid_time_block: the section on where the latest whole grid's time went, or empty.
     """
     sections = ["# Benchmark results", ""]
     if notes.strip():
@@ -49,6 +50,8 @@ def render_markdown(
         sections += ["## Accuracy", "", "Validation-tuned only; the test split is never used for a choice. `write-up` is the seed write-up's number for the same stage. " + ACCURACY_EXPLANATION, "", accuracy_table(summary), ""]
         anon = " " + ANON_EXPLANATION if "peak_anon_mb" in summary.columns else ""
         sections += ["## Cost", "", COST_EXPLANATION + anon, "", cost_table(summary), ""]
+        if grid_time_block:
+            sections += [grid_time_block.strip(), ""]
         if curves is not None and len(curves):
             sections += ["## Accuracy for training time", "", TIME_CURVE_EXPLANATION, "", time_curve_table(curves), ""]
         if imagenet_block:
