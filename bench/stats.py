@@ -3,6 +3,7 @@ a 95 % t-interval), ties with the best, the grid's wall time, where the latest g
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -155,9 +156,21 @@ def _log_median(values: pd.Series) -> float | None:
 
 def _setting(value):
     """An identity value as one summary cell (lists, e.g. overrides, as compact JSON)."""
-    import json
-
     return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else value
+
+
+def superseded_by_tuned(summary: pd.DataFrame) -> pd.Series:
+    """Whether each row is a default-recipe row with fewer seeds than a tuned row of the same
+    backbone, stage, size, augmentation, weights and data: an early look that the tuned
+    configuration's seeds have replaced (a default row with as many seeds stays beside it)."""
+    if "recipe" not in summary.columns:
+        return pd.Series(False, index=summary.index)
+    tuned = summary["recipe"].map(lambda text: json.loads(text or "{}").get("source", "default") != "default")
+    most_tuned_seeds = summary[tuned].groupby(LABEL_COLUMNS)["seeds"].max()
+    return pd.Series(
+        [not is_tuned and seeds < most_tuned_seeds.get(tuple(row), 0) for is_tuned, seeds, row in zip(tuned, summary["seeds"], summary[LABEL_COLUMNS].itertuples(index=False))],
+        index=summary.index,
+    )
 
 
 def tied_with_best(rows: pd.DataFrame) -> pd.Series:

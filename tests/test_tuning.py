@@ -250,6 +250,33 @@ def test_a_tuned_recipe_and_the_default_are_two_rows_and_the_default_keeps_its_k
     assert sorted(settings(row) for row in summary.itertuples()) == ["", "tuned recipe (study small_cnn-baseline, trial 7)"]
 
 
+def test_the_headline_drops_a_default_row_with_fewer_seeds_than_its_tuned_row():
+    import json
+
+    import pandas as pd
+
+    from bench.render.labels import settings
+    from bench.stats import superseded_by_tuned
+
+    tuned = json.dumps({"source": "study a-transfer, trial 2", "values": {"epochs": 5}, "defaults": {"epochs": 20}})
+    same = json.dumps({"source": "study b-transfer, trial 0", "values": {"epochs": 20}, "defaults": {"epochs": 20}})
+    default = json.dumps({"source": "default"})  # as summarize writes a row without a tuned recipe
+    labels = dict(stage="transfer", image_size=128, augment="flip", weights="imagenet", dataset="cifar10", profile="full")
+    rows = [  # backbone, recipe, seeds
+        ("a", default, 1), ("a", tuned, 3),  # an early one-seed look, then the tuned seeds: dropped
+        ("b", default, 3), ("b", same, 3),  # the fixed recipe's seeds beside the tuned ones: kept
+        ("c", default, 1),  # no tuned row: kept
+    ]
+    summary = pd.DataFrame([{"backbone": b, **labels, "recipe": r, "seeds": n} for b, r, n in rows])
+    assert list(superseded_by_tuned(summary)) == [True, False, False, False, False]
+    # At another size the tuned row is another configuration.
+    assert not superseded_by_tuned(summary.assign(image_size=[96, 128, 128, 128, 128])).any()
+    assert not superseded_by_tuned(summary.drop(columns="recipe")).any()
+    # A study that chose its stage's default says so.
+    row = summary.assign(batch_size=None, batch_size_used=None, precision="float32", jit_compile=False, val_fraction=0.1, overrides="[]")
+    assert [settings(r, brief=True) for r in row.itertuples()][1:4] == ["tuned recipe", "", "tuned recipe = the default"]
+
+
 def test_a_final_fit_on_train_and_validation_is_its_own_row_and_says_so():
     (cell,), _ = _run_cells("--backbone", "small_cnn", "--data", "synthetic", "--fit-on", "train+val")
     (default,), _ = _run_cells("--backbone", "small_cnn", "--data", "synthetic")

@@ -46,7 +46,9 @@ def settings(row, brief: bool = False) -> str:
     # Tuned recipes and final fits: columns only in summaries that have one.
     recipe = json.loads(getattr(row, "recipe", None) or "{}")
     if recipe.get("source", "default") != "default":
-        parts.append("tuned recipe" if brief else f"tuned recipe ({recipe['source']})")
+        # A study may choose its stage's default (trial 0): the same cells as the default's.
+        default = " = the default" if recipe.get("values") and recipe.get("values") == recipe.get("defaults") else ""
+        parts.append(f"tuned recipe{default}" if brief else f"tuned recipe ({recipe['source']}){default}")
     if recipe.get("head") and not brief:
         parts.append(f"head from the tuned transfer recipe ({recipe['head']})")
     if getattr(row, "fit_on", "train") == "train+val":
