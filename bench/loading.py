@@ -17,6 +17,17 @@ from bench.records import RUNS, TRIALS, TRIALS_FILE, Record, latest_by_key
 def load(sources) -> tuple[list[Record], int]:
     """Latest record per cell across output folders or ``runs.jsonl`` files, and the bad-line count.
 
+    Raises:
+        UsageError: a file has lines but no readable record.
+    """
+    every, bad_lines = load_every(sources)
+    return list(latest_by_key(every).values()), bad_lines
+
+
+def load_every(sources) -> tuple[list[Record], int]:
+    """Every run record across output folders or ``runs.jsonl`` files, re-runs of a cell and the
+    attempts they replaced included (what a whole run cost), and the bad-line count.
+
     A ``cost.jsonl``, ``trials.jsonl`` or ``deploy.jsonl`` among the sources is not a runs file and is passed over. Skipped lines and
     records of earlier versions are said on stderr (``record_store.load``).
 
@@ -27,7 +38,7 @@ def load(sources) -> tuple[list[Record], int]:
     from bench.deploy_records import DEPLOY_FILE
 
     loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name not in (COST_FILE, TRIALS_FILE, DEPLOY_FILE)], RUNS)
-    return list(latest_by_key(loaded.records).values()), loaded.bad_lines
+    return loaded.records, loaded.bad_lines
 
 
 def load_trials(sources) -> tuple[list[Record], int]:

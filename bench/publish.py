@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import files, imagenet_transfer
-from bench.loading import load, load_cost, load_deploy, load_trials
+from bench.loading import load_cost, load_deploy, load_every, load_trials
 from bench.render.cost import cost_section, render_cost
 from bench.render.deploy import deploy_section, render_deploy
 from bench.render.grid_time import grid_time_section
@@ -18,6 +18,7 @@ from bench.render.labels import distinguish_labels, settings
 from bench.render.results_readme import render_markdown
 from bench.render.runs import render_headline
 from bench.render.tuning import tuning_section
+from bench.records import latest_by_key
 from bench.stats import deploy_summary, grid_time, records_frame, study_summaries, summarize, time_curves, trials_frame
 
 COST_MARKDOWN, COST_PLOT = "cost.md", "cost_throughput_vs_gflops.png"
@@ -103,8 +104,8 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     from bench import plots
 
     out_dir = Path(out_dir)
-    records, bad = load([out_dir, *extra_inputs])
-    frame = records_frame(records)
+    every, bad = load_every([out_dir, *extra_inputs])
+    frame = records_frame(list(latest_by_key(every).values()))
     summary = distinguish_labels(summarize(frame))
     if not summary.empty:
         summary["settings"] = [settings(row) for row in summary.itertuples()]
@@ -125,7 +126,7 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     deploy_paths, deploy_block = write_deploy_report(out_dir, extra_inputs)
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
     # The README last: a reader who sees a new one sees the whole new set beside it.
-    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block, curves, imagenet_block, grid_time_section(grid_time(frame))))
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block, curves, imagenet_block, grid_time_section(grid_time(records_frame(every)))))
     written = [readme, summary_csv, *plot_paths, *cost_paths, *tuning_paths, *deploy_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,10 @@ WRITEUP_ACCURACY = {"baseline": 0.700, "transfer": 0.797, "finetune": 0.838}
 LABEL_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights", "dataset", "profile"]
 # Identity fields beyond the labels, carried into the summary so a report can show how rows differ.
 SETTING_COLUMNS = ["batch_size", "precision", "jit_compile", "val_fraction", "overrides", "dataset_id", "weights_id"]
+# Identity fields a tuned recipe sets (``bench.grid.Cell.identity``): its digest, and the values
+# of the search spaces' fields (``bench.search_space``) that the identity holds: epochs, depth,
+# and the training path, which depends on the shift.
+RECIPE_SET_FIELDS = ("recipes", "epochs", "unfreeze_layers", "path")
 # Identity fields of tuned recipes and final fits: summary columns only where a record has one.
 TUNING_COLUMNS = ["recipes", "fit_on"]
 STAGE_ORDER = {"baseline": 0, "linear": 1, "transfer": 2, "finetune": 3}
@@ -41,6 +46,8 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
     frame["group"] = [identity_digest(group_identity(r.identity)) for r in records]
     # Configurations that differ in their epoch budget alone share a curve (accuracy for time).
     frame["budget_curve"] = [identity_digest({k: v for k, v in group_identity(r.identity).items() if k != "epochs"}) for r in records]
+    # A tuned configuration and its stage's default differ in the fields a recipe sets alone.
+    frame["untuned_group"] = [identity_digest({k: v for k, v in group_identity(r.identity).items() if k not in RECIPE_SET_FIELDS}) for r in records]
     frame["batch_size_used"] = frame["batch_size"]
     for column in SETTING_COLUMNS + TUNING_COLUMNS:
         frame[f"planned_{column}"] = [r.identity.get(column) for r in records]
@@ -76,6 +83,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
             {
                 **{column: first[column] for column in LABEL_COLUMNS},
                 "group": group_id,
+                "untuned_group": first["untuned_group"],
                 **{column: _setting(first[f"planned_{column}"]) for column in SETTING_COLUMNS},
                 **({"recipe": _setting(first["recipe"] or {"source": "default"})} if has_tuned else {}),
                 **({"fit_on": first["planned_fit_on"] or "train"} if has_final_fit else {}),
@@ -159,18 +167,25 @@ def _setting(value):
     return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else value
 
 
+def recipe_of(row) -> dict:
+    """A summary row's tuned recipe (``bench.recipes``: source, values, defaults, head), or ``{}``."""
+    text = getattr(row, "recipe", None)
+    return json.loads(text) if isinstance(text, str) and text else {}
+
+
+def is_tuned(recipe: dict) -> bool:
+    return recipe.get("source", "default") != "default"
+
+
 def superseded_by_tuned(summary: pd.DataFrame) -> pd.Series:
     """Whether each row is a default-recipe row with fewer seeds than a tuned row of the same
-    backbone, stage, size, augmentation, weights and data: an early look that the tuned
+    configuration (identities that differ only in what a recipe sets): an early look that the tuned
     configuration's seeds have replaced (a default row with as many seeds stays beside it)."""
     if "recipe" not in summary.columns:
         return pd.Series(False, index=summary.index)
-    tuned = summary["recipe"].map(lambda text: json.loads(text or "{}").get("source", "default") != "default")
-    most_tuned_seeds = summary[tuned].groupby(LABEL_COLUMNS)["seeds"].max()
-    return pd.Series(
-        [not is_tuned and seeds < most_tuned_seeds.get(tuple(row), 0) for is_tuned, seeds, row in zip(tuned, summary["seeds"], summary[LABEL_COLUMNS].itertuples(index=False))],
-        index=summary.index,
-    )
+    tuned = pd.Series([is_tuned(recipe_of(row)) for row in summary.itertuples()], index=summary.index)
+    most_tuned_seeds = summary[tuned].groupby("untuned_group")["seeds"].max()
+    return ~tuned & (summary["seeds"] < summary["untuned_group"].map(most_tuned_seeds).fillna(0))
 
 
 def tied_with_best(rows: pd.DataFrame) -> pd.Series:
@@ -198,40 +213,53 @@ def grid_wall_minutes(frame: pd.DataFrame) -> float | None:
 
 
 # Where a cell's wall time goes, phase by phase, from its record's timings; ``other`` is the
-# rest (loading data, building the model, bookkeeping; the cell's clock starts after TensorFlow loads).
+# record's overhead (loading data, building the model, bookkeeping; the cell's clock starts
+# after TensorFlow loads).
 TIME_PHASES = {"extraction": ("cache_seconds",), "training": ("train_seconds",), "evaluation": ("eval_seconds", "measure_seconds")}
+# Between one cell's end and the next one's start a run only starts a process: a longer gap
+# means the same command line ran again later (another sitting).
+SITTING_GAP_MINUTES = 5
 
 
 def is_grid_command(command) -> bool:
     """Whether a record's command line runs the whole default grid in one go: ``bench run --all``
     without ``--resume`` (a resumed run's cells are spread over sittings, with gaps between)."""
-    import shlex
-
+    if not isinstance(command, str):
+        return False
     try:
-        words = shlex.split(command or "")
+        words = shlex.split(command)
     except ValueError:
         return False
     return "run" in words and "--all" in words and "--resume" not in words
 
 
-def grid_time(frame: pd.DataFrame) -> tuple[str, float | None, pd.DataFrame] | None:
-    """The latest whole-grid command's line (``is_grid_command``), its wall minutes (``grid_wall_minutes``)
-    and its cells in run order, each with its minutes per phase (``TIME_PHASES`` and
-    ``other``), its wall minutes and its share of the cells' wall time summed; None where no
-    record comes from such a command."""
-    grid = frame[frame["command"].map(is_grid_command)]
+def grid_time(frame: pd.DataFrame) -> tuple[str, float, pd.DataFrame] | None:
+    """The latest whole-grid run (``is_grid_command``; its latest sitting): its command line, its
+    wall minutes (``grid_wall_minutes``) and its cells in run order, each with its minutes per
+    phase (``TIME_PHASES`` and ``other``), its wall minutes and its share of the cells' wall
+    time summed. ``frame`` should hold every record, replaced attempts included: a cell run
+    again later is still part of what the grid cost. None where no record with a start time
+    comes from such a command."""
+    if frame.empty:  # no records, and so no provenance columns
+        return None
+    grid = frame[frame["command"].map(is_grid_command)].assign(_start=lambda f: pd.to_datetime(f["started_at"], errors="coerce", utc=True))
+    grid = grid.dropna(subset=["_start"]).sort_values("_start", kind="stable")
     if grid.empty:
         return None
-    latest = grid.loc[pd.to_datetime(grid["started_at"], errors="coerce", utc=True).idxmax(), "command"]
-    cells = grid[grid["command"] == latest].assign(_start=lambda f: pd.to_datetime(f["started_at"], errors="coerce", utc=True))
-    cells = cells.sort_values("_start", kind="stable")
+    cells = grid[grid["command"] == grid["command"].iloc[-1]]
+    ends = cells["_start"] + pd.to_timedelta(cells["wall_seconds"].fillna(0), unit="s")
+    sitting = ((cells["_start"] - ends.cummax().shift()) > pd.Timedelta(minutes=SITTING_GAP_MINUTES)).cumsum()
+    cells = cells[sitting == sitting.iloc[-1]]
     rows = cells[["backbone", "stage", "image_size", "seed", "status"]].copy()
     for phase, columns in TIME_PHASES.items():
         rows[f"{phase}_minutes"] = sum(cells[c].fillna(0) for c in columns) / 60
     rows["wall_minutes"] = cells["wall_seconds"].fillna(0) / 60
-    rows["other_minutes"] = rows["wall_minutes"] - sum(rows[f"{phase}_minutes"] for phase in TIME_PHASES)
-    rows["share"] = rows["wall_minutes"] / rows["wall_minutes"].sum() if rows["wall_minutes"].sum() else 0.0
-    return latest, grid_wall_minutes(cells), rows.reset_index(drop=True)
+    # A failed cell has no overhead of its own: its unaccounted time is its other.
+    unaccounted = (rows["wall_minutes"] - sum(rows[f"{phase}_minutes"] for phase in TIME_PHASES)).clip(lower=0)
+    rows["other_minutes"] = (cells["overhead_seconds"] / 60).fillna(unaccounted)
+    total = rows["wall_minutes"].sum()
+    rows["share"] = rows["wall_minutes"] / total if total else 0.0
+    return cells["command"].iloc[0], grid_wall_minutes(cells), rows.reset_index(drop=True)
 
 
 def compute_minutes_by_seed(frame: pd.DataFrame) -> dict[int, float]:

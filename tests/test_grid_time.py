@@ -20,7 +20,7 @@ def _timed(record, command, started_at, **seconds):
 
 def _records():
     base = read_records(FIXTURE).records
-    phases = dict(cache_seconds=60.0, train_seconds=240.0, eval_seconds=20.0, measure_seconds=10.0, wall_seconds=360.0)
+    phases = dict(cache_seconds=60.0, train_seconds=240.0, eval_seconds=20.0, measure_seconds=10.0, overhead_seconds=30.0, wall_seconds=360.0)
     return [
         _timed(base[0], "python -m bench run --all --out old", "2026-11-01T10:00:00+00:00", **phases),
         # The grid: its second cell (by start time) is written first.
@@ -57,6 +57,7 @@ def test_the_latest_grid_cells_in_run_order_with_their_phases():
 def test_no_grid_no_section():
     records = [r for r in _records() if not is_grid_command(r.provenance.command)]
     assert grid_time(records_frame(records)) is None
+    assert grid_time(records_frame([])) is None  # a folder of tuning trials only
     assert grid_time_section(None) == ""
 
 
@@ -64,8 +65,51 @@ def test_the_section_names_the_command_totals_and_failures():
     records = _records()
     text = grid_time_section(grid_time(records_frame(records)))
     assert f"`{GRID}`" in text and "Wall time: 12 min" in text
-    assert "sum to 12 min: extraction 1 min (8 %), training 8 min (67 %)" in text
+    assert "0 min of it between cells; the cells' own wall times sum to 12 min: extraction 1 min (8 %), training 8 min (67 %)" in text
     header = next(line for line in text.splitlines() if line.startswith("| backbone"))
     assert "status" not in header  # no status column when every cell is ok
     failed = [dataclasses.replace(records[1], status="failed", failure="timeout"), *records[2:]]
     assert "| failed" in grid_time_section(grid_time(records_frame(failed)))
+
+
+def test_a_command_line_run_again_counts_its_latest_sitting():
+    records = _records()
+    again = [_timed(r, GRID, r.provenance.started_at.replace("2026-12-01", "2026-12-05")) for r in records[1:3]]
+    command, wall_minutes, cells = grid_time(records_frame([*records, again[0]]))
+    # The one cell of the later sitting, not both sittings with a gap of days between them.
+    assert command == GRID and len(cells) == 1 and wall_minutes == pytest.approx(6.0)
+    # Cells of one sitting are a process start apart, however many.
+    _, wall_minutes, cells = grid_time(records_frame([*records, *again]))
+    assert len(cells) == 2 and wall_minutes == pytest.approx(12.0)
+
+
+def test_records_without_a_start_or_a_command_are_passed_over():
+    records = _records()
+    unstamped = [stamped(records[1], started_at=""), stamped(records[2], command=None), records[4]]
+    assert grid_time(records_frame(unstamped)) is None
+    assert len(grid_time(records_frame([*unstamped, records[2]]))[2]) == 1
+
+
+def test_a_failed_cell_counts_its_unaccounted_time_as_other():
+    records = _records()
+    failed = dataclasses.replace(records[1], status="failed", failure="timeout", train_seconds=None, cache_seconds=None, eval_seconds=None,
+                                 measure_seconds=None, overhead_seconds=None, wall_seconds=120.0)
+    _, _, cells = grid_time(records_frame([failed, records[2]]))
+    timed_out = cells[cells["status"] == "failed"].iloc[0]
+    assert (timed_out.training_minutes, timed_out.other_minutes, timed_out.wall_minutes) == (0.0, 2.0, 2.0)
+    # Without any wall time there is no share to print.
+    idle = [dataclasses.replace(r, wall_seconds=0.0, **{k: 0.0 for k in ("cache_seconds", "train_seconds", "eval_seconds", "measure_seconds", "overhead_seconds")}) for r in records[1:3]]
+    assert "inf" not in grid_time_section(grid_time(records_frame(idle))) and "nan" not in grid_time_section(grid_time(records_frame(idle)))
+
+
+def test_the_report_counts_a_cell_that_a_later_run_replaced(tmp_path):
+    """A grid cell run again later (same key, another command) is still part of what the grid cost."""
+    from bench import publish
+    from bench.records import append_record
+
+    records = _records()
+    rerun = stamped(records[1], command="python -m bench run --backbone x --resume", started_at="2026-12-06T10:00:00+00:00")
+    for record in (*records, rerun):
+        append_record(tmp_path, record)
+    publish.write_report(tmp_path)
+    assert f"The 2 cells of `{GRID}`" in (tmp_path / "README.md").read_text()

@@ -229,6 +229,14 @@ def _write(folder: Path, recipe: Recipe) -> Path:
     return write_recipe(folder, recipe, best_val_accuracy=0.5)
 
 
+def _record(cell: Cell, test_accuracy: float = 0.5) -> Record:
+    """An ok record of ``cell`` with its recipe, placeholder timings and ``test_accuracy``."""
+    template = Record(key="", backbone="", stage="", image_size=0, augment="", seed=0, dataset="", profile="", status="ok", test_accuracy=test_accuracy, val_accuracy=0.5,
+                      epochs=1, train_seconds=1.0, wall_seconds=1.0, infer_images_per_second=1.0, infer_batch_size=1, latency_p50_ms=1.0, latency_p95_ms=1.0,
+                      peak_rss_mb=1.0, total_params=1, trainable_params=1, train_images_per_second=1.0, overhead_seconds=0.0, cache_seconds=0.0)
+    return dataclasses.replace(template, **cell.record_fields(), recipe=cell.recipe_record())
+
+
 def test_a_tuned_recipe_and_the_default_are_two_rows_and_the_default_keeps_its_key(tmp_path):
     _write(tmp_path / "recipes", Recipe("small_cnn", "baseline", (("epochs", 5), ("learning_rate", 0.004)), "small_cnn-baseline", 7))
     argv = ["--backbone", "small_cnn", "--data", "synthetic"]
@@ -239,10 +247,7 @@ def test_a_tuned_recipe_and_the_default_are_two_rows_and_the_default_keeps_its_k
     # A --set beats the recipe; a recipe that changes nothing is the default cell.
     (overruled,), _ = _run_cells(*argv, "--recipes", str(tmp_path / "recipes"), "--set", "learning_rate=0.002", "--epochs", "5")
     assert overruled.recipe().learning_rate == 0.002 and overruled.identity()["recipes"] is None
-    template = Record(key="", backbone="", stage="", image_size=0, augment="", seed=0, dataset="", profile="", status="ok", test_accuracy=0.5, val_accuracy=0.5,
-                      epochs=1, train_seconds=1.0, wall_seconds=1.0, infer_images_per_second=1.0, infer_batch_size=1, latency_p50_ms=1.0, latency_p95_ms=1.0,
-                      peak_rss_mb=1.0, total_params=1, trainable_params=1, train_images_per_second=1.0, overhead_seconds=0.0, cache_seconds=0.0)
-    records = [dataclasses.replace(template, **cell.record_fields(), recipe=cell.recipe_record()) for cell in (default, tuned)]
+    records = [_record(cell) for cell in (default, tuned)]
     summary = summarize(records_frame(records))
     from bench.render.labels import settings
 
@@ -250,31 +255,45 @@ def test_a_tuned_recipe_and_the_default_are_two_rows_and_the_default_keeps_its_k
     assert sorted(settings(row) for row in summary.itertuples()) == ["", "tuned recipe (study small_cnn-baseline, trial 7)"]
 
 
-def test_the_headline_drops_a_default_row_with_fewer_seeds_than_its_tuned_row():
-    import json
-
-    import pandas as pd
-
-    from bench.render.labels import settings
+def test_the_headline_drops_a_default_row_with_fewer_seeds_than_its_tuned_row(tmp_path):
+    from bench.render.labels import distinguish_labels, settings
+    from bench.render.runs import render_headline
     from bench.stats import superseded_by_tuned
 
-    tuned = json.dumps({"source": "study a-transfer, trial 2", "values": {"epochs": 5}, "defaults": {"epochs": 20}})
-    same = json.dumps({"source": "study b-transfer, trial 0", "values": {"epochs": 20}, "defaults": {"epochs": 20}})
-    default = json.dumps({"source": "default"})  # as summarize writes a row without a tuned recipe
-    labels = dict(stage="transfer", image_size=128, augment="flip", weights="imagenet", dataset="cifar10", profile="full")
-    rows = [  # backbone, recipe, seeds
-        ("a", default, 1), ("a", tuned, 3),  # an early one-seed look, then the tuned seeds: dropped
-        ("b", default, 3), ("b", same, 3),  # the fixed recipe's seeds beside the tuned ones: kept
-        ("c", default, 1),  # no tuned row: kept
-    ]
-    summary = pd.DataFrame([{"backbone": b, **labels, "recipe": r, "seeds": n} for b, r, n in rows])
-    assert list(superseded_by_tuned(summary)) == [True, False, False, False, False]
-    # At another size the tuned row is another configuration.
-    assert not superseded_by_tuned(summary.assign(image_size=[96, 128, 128, 128, 128])).any()
-    assert not superseded_by_tuned(summary.drop(columns="recipe")).any()
-    # A study that chose its stage's default says so.
-    row = summary.assign(batch_size=None, batch_size_used=None, precision="float32", jit_compile=False, val_fraction=0.1, overrides="[]")
-    assert [settings(r, brief=True) for r in row.itertuples()][1:4] == ["tuned recipe", "", "tuned recipe = the default"]
+    _write(tmp_path / "recipes", Recipe("small_cnn", "baseline", (("epochs", 5), ("learning_rate", 0.004)), "small_cnn-baseline", 7))
+    argv = ["--backbone", "small_cnn", "--data", "synthetic"]
+    (default,), _ = _run_cells(*argv)
+    tuned, _ = _run_cells(*argv, "--recipes", str(tmp_path / "recipes"), "--seeds", "3")
+    (batch_64,), _ = _run_cells(*argv, "--batch-size", "64")  # another configuration, not tuned
+    # The one-seed default is the most accurate row: the headline's winners must not name it.
+    records = [_record(default, 0.91), *(_record(cell, 0.6) for cell in tuned), _record(batch_64, 0.7)]
+    frame = records_frame(records)
+    summary = distinguish_labels(summarize(frame))
+    summary["settings"] = [settings(row) for row in summary.itertuples()]
+    flags = dict(zip(summary["seeds"].astype(str) + summary["settings"], superseded_by_tuned(summary)))
+    assert flags == {"1": True, "3tuned recipe (study small_cnn-baseline, trial 7)": False, "1batch 64": False}
+    text = render_headline(frame, summary)
+    assert "91.0 %" not in text and "60.0 % ± 0.0 (n=3)" in text and "70.0 % (n=1)" in text
+    assert "1 default-recipe row(s) with fewer seeds than their tuned counterpart" in text
+    # With as many seeds as the tuned row, the default row stays beside it.
+    more = [*records, *(_record(cell, 0.91) for cell in _run_cells(*argv, "--seeds", "3")[0][1:])]
+    assert not superseded_by_tuned(summarize(records_frame(more))).any()
+
+
+def test_a_study_that_chose_the_default_says_so_unless_its_head_was_tuned():
+    from types import SimpleNamespace
+
+    from bench.render.labels import settings
+
+    def row(recipe):
+        return SimpleNamespace(stage="transfer", batch_size=None, batch_size_used=None, precision="float32", jit_compile=False,
+                               val_fraction=0.1, overrides="[]", recipe=json.dumps(recipe))
+
+    chosen = {"source": "study a-transfer, trial 0", "values": {"epochs": 20}, "defaults": {"epochs": 20}}
+    assert settings(row(chosen), brief=True) == "tuned recipe = the default"
+    assert settings(row({**chosen, "values": {"epochs": 5}}), brief=True) == "tuned recipe"
+    assert settings(row({**chosen, "head": "study a-transfer, trial 3"}), brief=True) == "tuned recipe"
+    assert settings(row({"source": "default"})) == ""
 
 
 def test_a_final_fit_on_train_and_validation_is_its_own_row_and_says_so():

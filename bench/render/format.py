@@ -10,8 +10,8 @@ def missing(value) -> bool:
     return value is None or pd.isna(value)
 
 
-def pct(value) -> str:
-    return "" if missing(value) else f"{100 * value:.1f} %"
+def pct(value, digits: int = 1) -> str:
+    return "" if missing(value) else f"{100 * value:.{digits}f} %"
 
 
 def number(value, digits: int = 0) -> str:

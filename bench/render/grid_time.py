@@ -1,34 +1,34 @@
-"""The "Where the grid's time goes" section: the latest `bench run --all`'s cells, phase by
+"""The "Where the grid's time goes" section: the latest whole-grid run's cells, phase by
 phase, from ``bench.stats.grid_time``."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from bench.render.format import number, table
+from bench.render.format import number, pct, table
 from bench.stats import TIME_PHASES
 
 PHASE_EXPLANATION = (
     "Extraction: computing the frozen backbone's activations into the cache (paid by the first cell "
     "of a backbone that needs them; later cells read them). Training: the training loop, or the linear "
     "probe's solver. Evaluation: the test pass and the throughput, latency and FLOP measurements. "
-    "Other: loading the data, building the model, bookkeeping. Between cells (in the wall time, in no cell's): "
-    "starting each cell's process and TensorFlow, and the report at the end."
+    "Other: loading the data, building the model, bookkeeping. Between cells: starting each cell's "
+    "process and TensorFlow."
 )
 PHASES = (*TIME_PHASES, "other")
 
 
-def grid_time_section(grid: tuple[str, float | None, pd.DataFrame] | None) -> str:
+def grid_time_section(grid: tuple[str, float, pd.DataFrame] | None) -> str:
     """The section's markdown, or empty where no record comes from a whole-grid run."""
     if grid is None:
         return ""
     command, wall_minutes, cells = grid
     total = cells["wall_minutes"].sum()
-    phases = ", ".join(f"{phase} {number(cells[f'{phase}_minutes'].sum())} min ({number(100 * cells[f'{phase}_minutes'].sum() / total)} %)" for phase in PHASES)
+    phases = ", ".join(f"{phase} {number(cells[f'{phase}_minutes'].sum())} min" + (f" ({pct(cells[f'{phase}_minutes'].sum() / total, 0)})" if total else "") for phase in PHASES)
     lead = (
         f"The {len(cells)} cells of `{command}`, the latest run of the whole grid in one go, in run order. "
-        + (f"Wall time: {number(wall_minutes)} min from the first cell's start to the last cell's end; " if wall_minutes else "")
-        + f"the cells' wall times sum to {number(total)} min: {phases}. {PHASE_EXPLANATION}"
+        f"Wall time: {number(wall_minutes)} min from the first cell's start to the last cell's end, "
+        f"{number(wall_minutes - total)} min of it between cells; the cells' own wall times sum to {number(total)} min: {phases}. {PHASE_EXPLANATION}"
     )
     rows = [
         {
@@ -38,7 +38,7 @@ def grid_time_section(grid: tuple[str, float | None, pd.DataFrame] | None) -> st
             "seed": row.seed,
             **{f"{phase} min": number(getattr(row, f"{phase}_minutes"), 1) for phase in PHASES},
             "wall min": number(row.wall_minutes, 1),
-            "share of grid": f"{number(100 * row.share)} %",
+            "share of cell time": pct(row.share, 0),
             **({"status": row.status} if (cells["status"] != "ok").any() else {}),
         }
         for row in cells.itertuples()

@@ -10,6 +10,7 @@ import pandas as pd
 from backbones.registry import find_backbone
 from bench.render.format import missing
 from bench.stages import STAGES, stage_defaults
+from bench.stats import is_tuned, recipe_of
 
 # What every run table shows of a configuration; rows equal in all of these need more words.
 SHOWN_COLUMNS = ["backbone", "stage", "image_size", "augment", "weights"]
@@ -44,10 +45,11 @@ def settings(row, brief: bool = False) -> str:
         parts.append(f"validation {row.val_fraction:g}")
     parts += [f"{name}={value}" for name, value in json.loads(row.overrides or "[]")]
     # Tuned recipes and final fits: columns only in summaries that have one.
-    recipe = json.loads(getattr(row, "recipe", None) or "{}")
-    if recipe.get("source", "default") != "default":
-        # A study may choose its stage's default (trial 0): the same cells as the default's.
-        default = " = the default" if recipe.get("values") and recipe.get("values") == recipe.get("defaults") else ""
+    recipe = recipe_of(row)
+    if is_tuned(recipe):
+        # A study may choose its stage's default (trial 0): the default's cells, unless a tuned
+        # transfer recipe made the head it starts from.
+        default = " = the default" if recipe.get("values") and recipe.get("values") == recipe.get("defaults") and not recipe.get("head") else ""
         parts.append(f"tuned recipe{default}" if brief else f"tuned recipe ({recipe['source']}){default}")
     if recipe.get("head") and not brief:
         parts.append(f"head from the tuned transfer recipe ({recipe['head']})")

@@ -240,7 +240,7 @@ def render_headline(frame: pd.DataFrame, summary: pd.DataFrame) -> str:
     superseded = superseded_by_tuned(summary)
     if superseded.any():
         context += f" {superseded.sum()} default-recipe row(s) with fewer seeds than their tuned counterpart are in the results folder's tables only."
-    return "\n".join([headline_table(summary[~superseded]), "", *explanation, *winners(summary), "", context])
+    return "\n".join([headline_table(summary[~superseded]), "", *explanation, *winners(summary[~superseded]), "", context])
 
 
 def failures_table(frame: pd.DataFrame) -> str:
