@@ -48,7 +48,7 @@ class RunRequest:
     seeds: tuple[int, ...] | None = None
     val_fraction: float = 0.1
     no_cache: bool = False
-    precision: str = "float32"
+    precision: str | None = None  # None: each stage's recipe's own (``Stage.precision``)
     jit_compile: bool = False
     overrides: tuple[tuple[str, object], ...] | None = None
     recipes: Path | None = None  # a folder of tuned recipes (bench.recipes)
@@ -210,7 +210,7 @@ def plan_cells(request: RunRequest, native_size: int) -> tuple[list[Cell], list[
                                 unfreeze_layers=requested["unfreeze_layers"],
                                 use_cache=not request.no_cache,
                                 val_fraction=request.val_fraction,
-                                precision=request.precision,
+                                precision=request.precision or stage.precision,
                                 jit_compile=request.jit_compile,
                                 overrides=overrides if by_epochs else tuple(pair for pair in overrides if pair[0] in LBFGS_OVERRIDABLE),
                                 dataset_id=dataset_id,

@@ -232,6 +232,22 @@ def test_the_default_grid_has_both_from_scratch_rows():
     assert dataclasses.replace(curve[0].recipe(), epochs=AIRBENCH94.epochs) == AIRBENCH94
 
 
+def test_airbench94_trains_in_mixed_precision_unless_the_run_says_otherwise():
+    from bench.cli import build_parser
+    from bench.plan import RunRequest, plan_cells
+
+    def precisions(*flags):
+        cells, _ = plan_cells(RunRequest.from_args(build_parser().parse_args(["run", "--backbone", "airbench94", "small_cnn", "mobilenet_v2", "--data", "synthetic", *flags])), native_size=32)
+        return {(c.backbone, c.stage): c.precision for c in cells}
+
+    # Upstream's half precision is its recipe's; every other recipe keeps float32.
+    assert set(precisions().items()) == {(("airbench94", "baseline"), "mixed"), (("small_cnn", "baseline"), "float32")} | {
+        (("mobilenet_v2", stage), "float32") for stage in ("linear", "transfer", "finetune")
+    }
+    assert set(precisions("--precision", "float32").values()) == {"float32"}
+    assert set(precisions("--precision", "mixed").values()) == {"mixed"}
+
+
 def test_the_whitening_layer_is_set_from_the_first_training_images_as_the_model_preprocesses_them():
     from backbones.registry import INIT_IMAGES
     from bench.models import init_from_training_images

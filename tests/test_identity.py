@@ -267,10 +267,15 @@ def test_report_shows_the_batch_size_an_out_of_memory_retry_used():
 
 
 def _cell_of(record) -> Cell:
-    """The cell today's planner makes for a record's settings (its data and weights known by content)."""
+    """The cell today's planner makes for a record's settings (its data and weights known by
+    content; a tuned one with the committed recipes, as `bench run --recipes` reads them)."""
+    from bench.recipes import find_recipes
+    from bench.stages import STAGES
+
     identity = record.identity
+    recipes = find_recipes(COMMITTED[0] / "tuning" / "recipes", record.backbone, STAGES) if identity["recipes"] else ()
     return Cell(record.backbone, record.stage, record.image_size, record.augment, record.seed, data="/elsewhere/" + record.dataset, profile=record.profile,
-                weights=record.weights, dataset_id=identity["dataset_id"], weights_id=identity["weights_id"])
+                weights=record.weights, dataset_id=identity["dataset_id"], weights_id=identity["weights_id"], recipes=recipes)
 
 
 def test_a_committed_record_keeps_its_identity_and_digest_and_resume_finds_it():
@@ -300,6 +305,9 @@ def test_resume_on_the_committed_records_finds_every_one(folder, tmp_path):
     assert len({r.key for r in records}) == len(set(digests))
     assert [r.key.rsplit("/", 1)[1] for r in records] == digests
     cells = list({r.key: _cell_of(r) for r in records}.values())
+    # Each record's own cell, not another one that happens to have a record (a tuned cell
+    # planned without its recipes is the default's).
+    assert [cell.key for cell in cells] == [r.key for r in {r.key: r for r in records}.values()]
     result = sweep.run_sweep(cells, tmp_path, tmp_path / "cache", resume=True, log=open(os.devnull, "w"))
     assert result.skipped == len(cells) and result.records == []
 

@@ -14,6 +14,10 @@ def _pretrained_columns(spec) -> dict:
 
 
 def _solver(stage) -> str:
+    return _optimiser(stage) + ("" if stage.precision == "float32" else f", {stage.precision} precision")
+
+
+def _optimiser(stage) -> str:
     if stage.solver == "lbfgs":
         low, high, count = stage.l2_penalties
         return f"L-BFGS, L2 penalty from {count} log-spaced values in [{low:.0e}, {high:.0e}]".replace("e-0", "e-").replace("e+0", "e")
