@@ -12,11 +12,12 @@ order still has a one-sided p of 1/24).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 
 import numpy as np
 import pandas as pd
+
+from bench.stats import is_tuned, recipe_of
 
 # The settings Kornblith et al. compare, in their order: fixed features with a linear
 # classifier, fixed features with a trained head, fine-tuning.
@@ -37,13 +38,6 @@ def imagenet_top1(backbone: str) -> float | None:
     return None if pretrained is None else pretrained.top1
 
 
-def _tuned(recipe) -> bool:
-    """Whether a summary row's recipe cell (compact JSON, or missing) names a tuned recipe."""
-    if not isinstance(recipe, str):
-        return False
-    return json.loads(recipe).get("source", "default") != "default"
-
-
 def points(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per (stage, backbone) with pretrained weights and a published top-1: the summary
     row that stands for it, with ``imagenet_top1``.
@@ -60,7 +54,7 @@ def points(summary: pd.DataFrame) -> pd.DataFrame:
     rows = summary[summary["stage"].isin(STAGES) & (summary["weights"] != "none")]
     rows = rows.assign(imagenet_top1=rows["backbone"].map(imagenet_top1))
     rows = rows[rows["imagenet_top1"].notna()]
-    rows = rows.assign(tuned=rows["recipe"].map(_tuned) if "recipe" in rows else False)
+    rows = rows.assign(tuned=rows["recipe"].map(lambda cell: is_tuned(recipe_of(cell))) if "recipe" in rows else False)
     chosen = []
     for stage in STAGES:
         at_stage = rows[rows["stage"] == stage]

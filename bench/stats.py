@@ -167,10 +167,10 @@ def _setting(value):
     return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else value
 
 
-def recipe_of(row) -> dict:
-    """A summary row's tuned recipe (``bench.recipes``: source, values, defaults, head), or ``{}``."""
-    text = getattr(row, "recipe", None)
-    return json.loads(text) if isinstance(text, str) and text else {}
+def recipe_of(cell) -> dict:
+    """A summary row's recipe cell (compact JSON: source, values, defaults, head), or ``{}``
+    where it is missing (summaries without any tuned row have no recipe column)."""
+    return json.loads(cell) if isinstance(cell, str) and cell else {}
 
 
 def is_tuned(recipe: dict) -> bool:
@@ -183,7 +183,7 @@ def superseded_by_tuned(summary: pd.DataFrame) -> pd.Series:
     configuration's seeds have replaced (a default row with as many seeds stays beside it)."""
     if "recipe" not in summary.columns:
         return pd.Series(False, index=summary.index)
-    tuned = pd.Series([is_tuned(recipe_of(row)) for row in summary.itertuples()], index=summary.index)
+    tuned = summary["recipe"].map(lambda cell: is_tuned(recipe_of(cell)))
     most_tuned_seeds = summary[tuned].groupby("untuned_group")["seeds"].max()
     return ~tuned & (summary["seeds"] < summary["untuned_group"].map(most_tuned_seeds).fillna(0))
 

@@ -45,7 +45,7 @@ def settings(row, brief: bool = False) -> str:
         parts.append(f"validation {row.val_fraction:g}")
     parts += [f"{name}={value}" for name, value in json.loads(row.overrides or "[]")]
     # Tuned recipes and final fits: columns only in summaries that have one.
-    recipe = recipe_of(row)
+    recipe = recipe_of(getattr(row, "recipe", None))
     if is_tuned(recipe):
         # A study may choose its stage's default (trial 0): the default's cells, unless a tuned
         # transfer recipe made the head it starts from.
