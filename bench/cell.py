@@ -65,7 +65,7 @@ def run_cell(cell: Cell, out_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, fea
             clf.head.load_weights(artifact)
         else:
             notes = "no saved transfer head: this cell trained its own first"
-            _train_head(cell.counterpart(recipe.starts_from), data, clf, features_dir)
+            _train_head(cell.head_source(), data, clf, features_dir)
 
     # The training path: cached activations of the frozen part where the cache is exact.
     cached = cell.cached()

@@ -117,28 +117,21 @@ class Cell:
         return dict(recipe.values) if recipe else {}
 
     def recipe_changes(self) -> dict:
-        """Per stage this cell's numbers depend on (its own, and the one its head comes from),
-        the fields its recipes set to other values than the defaults would run; empty for a
-        cell whose recipes change nothing (none, or one a ``--set`` or the profile overrules)."""
-        changes = {}
-        for stage in filter(None, (self.stage, STAGES[self.stage].starts_from)):
-            cell = self.counterpart(stage)
-            tuned, default = cell.recipe(), dataclasses.replace(cell, recipes=()).recipe()
-            changed = {name: getattr(tuned, name) for name in cell.tuned_values() if getattr(tuned, name) != getattr(default, name)}
-            if changed:
-                changes[stage] = changed
-        return changes
+        """The fields this cell's own tuned recipe sets to other values than the default would
+        run, under its stage's name; empty for a cell whose recipe changes nothing (none, or one
+        a ``--set`` or the profile overrules). Its head is the default's (``head_source``)."""
+        tuned, default = self.recipe(), dataclasses.replace(self, recipes=()).recipe()
+        changed = {name: getattr(tuned, name) for name in self.tuned_values() if getattr(tuned, name) != getattr(default, name)}
+        return {self.stage: changed} if changed else {}
 
     def recipe_record(self) -> dict:
         """What a record says of the recipe: its source (the stage's default, or the study and
         trial that chose it) and, for a tuned one, its values beside the defaults."""
-        recipe, head = self.own_recipe(), self.head_source().own_recipe() if STAGES[self.stage].starts_from else None
+        recipe = self.own_recipe()
         about = {"source": recipe.source if recipe else "default"}
         if recipe:
             default = dataclasses.replace(self, recipes=()).recipe()
             about.update(study=recipe.study, trial=recipe.trial, values=dict(recipe.values), defaults={name: getattr(default, name) for name, _ in recipe.values})
-        if head:
-            about["head"] = head.source
         return about
 
     def cached(self) -> bool:
@@ -196,9 +189,12 @@ class Cell:
         return dataclasses.replace(self, stage=stage)
 
     def head_source(self) -> Cell:
-        """The cell whose trained head this one starts from (itself where it starts from none)."""
+        """The cell whose trained head this one starts from (itself where it starts from none):
+        its counterpart in that stage at the stage's default recipe, tuned or not. A finetune
+        study tunes on that head (its trials carry their own stage's recipe alone), so the
+        chosen recipe runs as it was measured, and the head's width is the one it was built for."""
         starts_from = STAGES[self.stage].starts_from
-        return self.counterpart(starts_from) if starts_from else self
+        return dataclasses.replace(self.counterpart(starts_from), recipes=()) if starts_from else self
 
     def head_artifact(self, out_dir: Path) -> Path:
         """Where the head that ``head_source()`` trains is saved."""

@@ -280,7 +280,7 @@ def test_the_headline_drops_a_default_row_with_fewer_seeds_than_its_tuned_row(tm
     assert not superseded_by_tuned(summarize(records_frame(more))).any()
 
 
-def test_a_study_that_chose_the_default_says_so_unless_its_head_was_tuned():
+def test_a_study_that_chose_the_default_says_so():
     from types import SimpleNamespace
 
     from bench.render.labels import settings
@@ -292,8 +292,28 @@ def test_a_study_that_chose_the_default_says_so_unless_its_head_was_tuned():
     chosen = {"source": "study a-transfer, trial 0", "values": {"epochs": 20}, "defaults": {"epochs": 20}}
     assert settings(row(chosen), brief=True) == "tuned recipe = the default"
     assert settings(row({**chosen, "values": {"epochs": 5}}), brief=True) == "tuned recipe"
-    assert settings(row({**chosen, "head": "study a-transfer, trial 3"}), brief=True) == "tuned recipe"
     assert settings(row({"source": "default"})) == ""
+
+
+def test_a_tuned_finetune_starts_from_the_default_transfer_head_as_its_study_did(tmp_path):
+    """A finetune study's trials carry their own recipe alone, so they start from the default
+    transfer head; the final cells must too, whatever the transfer study chose (a wider head
+    would not even load into the finetune's classifier)."""
+    folder = tmp_path / "recipes"
+    _write(folder, Recipe("mobilenet_v2", "transfer", (("head_units", 1024), ("learning_rate", 0.003)), "mobilenet_v2-transfer", 5))
+    _write(folder, Recipe("mobilenet_v2", "finetune", (("unfreeze_layers", 23), ("epochs", 4)), "mobilenet_v2-finetune", 1))
+    argv = ["--backbone", "mobilenet_v2", "--stage", "transfer", "finetune", "--data", "synthetic", "--weights", "none"]
+    (default_transfer, _), _ = _run_cells(*argv)
+    (transfer, finetune), _ = _run_cells(*argv, "--recipes", str(folder))
+    assert transfer.recipe().head_units == 1024 and transfer.key != default_transfer.key
+    head = finetune.head_source()
+    assert head.key == default_transfer.key and head.recipe().head_units == finetune.recipe().head_units == 512
+    # Its identity and record name its own recipe alone: the trial with the same values is the same cell.
+    trial = dataclasses.replace(finetune, recipes=tuple(r for r in finetune.recipes if r.stage == "finetune"))
+    assert finetune.key == trial.key and finetune.identity()["recipes"] is not None
+    assert "head" not in finetune.recipe_record() and finetune.recipe_record()["trial"] == 1
+    # The transfer cell still stores the activations at the tuned finetune's cut.
+    assert transfer.counterpart("finetune").recipe().unfreeze_layers == 23
 
 
 def test_a_final_fit_on_train_and_validation_is_its_own_row_and_says_so():

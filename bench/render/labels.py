@@ -47,12 +47,11 @@ def settings(row, brief: bool = False) -> str:
     # Tuned recipes and final fits: columns only in summaries that have one.
     recipe = recipe_of(getattr(row, "recipe", None))
     if is_tuned(recipe):
-        # A study may choose its stage's default (trial 0): the default's cells, unless a tuned
-        # transfer recipe made the head it starts from.
-        default = " = the default" if recipe.get("values") and recipe.get("values") == recipe.get("defaults") and not recipe.get("head") else ""
+        # A study may choose its stage's default (trial 0): then its cells are the default's.
+        # (Records before finetune's head was always the default transfer's also name the
+        # transfer trial their head came from: the default, trial 0, every time.)
+        default = " = the default" if recipe.get("values") and recipe.get("values") == recipe.get("defaults") else ""
         parts.append(f"tuned recipe{default}" if brief else f"tuned recipe ({recipe['source']}){default}")
-    if recipe.get("head") and not brief:
-        parts.append(f"head from the tuned transfer recipe ({recipe['head']})")
     if getattr(row, "fit_on", "train") == "train+val":
         parts.append("final fit on train + validation")
     return ", ".join(parts)
