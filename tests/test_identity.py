@@ -275,7 +275,7 @@ def _cell_of(record) -> Cell:
     identity = record.identity
     recipes = find_recipes(COMMITTED[0] / "tuning" / "recipes", record.backbone, STAGES) if identity["recipes"] else ()
     return Cell(record.backbone, record.stage, record.image_size, record.augment, record.seed, data="/elsewhere/" + record.dataset, profile=record.profile,
-                weights=record.weights, dataset_id=identity["dataset_id"], weights_id=identity["weights_id"], recipes=recipes)
+                weights=record.weights, dataset_id=identity["dataset_id"], weights_id=identity["weights_id"], recipes=recipes, precision=identity["precision"])
 
 
 def test_a_committed_record_keeps_its_identity_and_digest_and_resume_finds_it():
