@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.stats import is_tuned, recipe_of
+from bench.stats import tuned_rows
 
 # The settings Kornblith et al. compare, in their order: fixed features with a linear
 # classifier, fixed features with a trained head, fine-tuning.
@@ -54,7 +54,7 @@ def points(summary: pd.DataFrame) -> pd.DataFrame:
     rows = summary[summary["stage"].isin(STAGES) & (summary["weights"] != "none")]
     rows = rows.assign(imagenet_top1=rows["backbone"].map(imagenet_top1))
     rows = rows[rows["imagenet_top1"].notna()]
-    rows = rows.assign(tuned=rows["recipe"].map(lambda cell: is_tuned(recipe_of(cell))) if "recipe" in rows else False)
+    rows = rows.assign(tuned=tuned_rows(rows))
     chosen = []
     for stage in STAGES:
         at_stage = rows[rows["stage"] == stage]

@@ -177,13 +177,20 @@ def is_tuned(recipe: dict) -> bool:
     return recipe.get("source", "default") != "default"
 
 
+def tuned_rows(summary: pd.DataFrame) -> pd.Series:
+    """Whether each summary row ran a tuned recipe (none do where there is no recipe column)."""
+    if "recipe" not in summary.columns:
+        return pd.Series(False, index=summary.index)
+    return summary["recipe"].map(lambda cell: is_tuned(recipe_of(cell))).astype(bool)
+
+
 def superseded_by_tuned(summary: pd.DataFrame) -> pd.Series:
     """Whether each row is a default-recipe row with fewer seeds than a tuned row of the same
     configuration (identities that differ only in what a recipe sets): an early look that the tuned
     configuration's seeds have replaced (a default row with as many seeds stays beside it)."""
-    if "recipe" not in summary.columns:
-        return pd.Series(False, index=summary.index)
-    tuned = summary["recipe"].map(lambda cell: is_tuned(recipe_of(cell)))
+    tuned = tuned_rows(summary)
+    if not tuned.any():
+        return tuned
     most_tuned_seeds = summary[tuned].groupby("untuned_group")["seeds"].max()
     return ~tuned & (summary["seeds"] < summary["untuned_group"].map(most_tuned_seeds).fillna(0))
 
