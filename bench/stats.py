@@ -168,7 +168,8 @@ def _setting(value):
 
 
 def recipe_of(cell) -> dict:
-    """A summary row's recipe cell (compact JSON: source, values, defaults, head), or ``{}``
+    """A summary row's recipe cell (compact JSON: source, values, defaults; records written
+    before a finetune's head was always the default transfer's also name ``head``), or ``{}``
     where it is missing (summaries without any tuned row have no recipe column)."""
     return json.loads(cell) if isinstance(cell, str) and cell else {}
 
