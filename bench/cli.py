@@ -9,6 +9,7 @@ only when that command is given, so ``list``, ``--help`` and argument errors loa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import shlex
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from backbones import BackboneLookupError
-from bench import options
+from bench import concurrent_runs, options
 from bench.augment import POLICIES
 from bench.commands.perf import MEMORY_TIMING_RUNS
 from bench.data import DEFAULT_CACHE_DIR
@@ -214,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     handler = importlib.import_module(f"bench.commands.{args.command}")
+    command = command_line(argv)
     try:
-        return handler.handle(args, command_line(argv))
+        with concurrent_runs.measuring(command) if args.command in concurrent_runs.MEASURING_COMMANDS else contextlib.nullcontext():
+            return handler.handle(args, command)
     except (UsageError, BackboneLookupError) as error:
         message = error.args[0] if error.args else str(error)
         print(f"error: {message}", file=sys.stderr)

@@ -12,14 +12,14 @@ from bench import files, imagenet_transfer
 from bench.loading import load_cost, load_deploy, load_every, load_trials
 from bench.render.cost import cost_section, render_cost
 from bench.render.deploy import deploy_section, render_deploy
-from bench.render.grid_time import grid_time_section
+from bench.render.grid_time import grid_time_section, seed_cost_section
 from bench.render.imagenet import imagenet_section
 from bench.render.labels import distinguish_labels, settings
 from bench.render.results_readme import render_markdown
 from bench.render.runs import render_headline
 from bench.render.tuning import tuning_section
 from bench.records import latest_by_key
-from bench.stats import deploy_summary, grid_time, records_frame, study_summaries, summarize, time_curves, trials_frame
+from bench.stats import deploy_summary, grid_groups, grid_time, records_frame, seed_cost, study_summaries, summarize, time_curves, trials_frame
 
 COST_MARKDOWN, COST_PLOT = "cost.md", "cost_throughput_vs_gflops.png"
 DEPLOY_MARKDOWN, DEPLOY_PLOT = "deploy.md", "deploy_accuracy_vs_latency.png"
@@ -125,8 +125,10 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     tuning_block = tuning_section(study_summaries(trials), TUNING_PLOT, trials) if len(trials) else ""
     deploy_paths, deploy_block = write_deploy_report(out_dir, extra_inputs)
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
+    every_frame = records_frame(every)
+    time_block = "\n\n".join(filter(None, [grid_time_section(grid_time(every_frame)), seed_cost_section(seed_cost(frame, every_frame, grid_groups(summary, transfer_points["group"])))]))
     # The README last: a reader who sees a new one sees the whole new set beside it.
-    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block, curves, imagenet_block, grid_time_section(grid_time(records_frame(every)))))
+    readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block, curves, imagenet_block, time_block))
     written = [readme, summary_csv, *plot_paths, *cost_paths, *tuning_paths, *deploy_paths]
     if project_readme is not None and not summary.empty:
         project_readme = Path(project_readme)

@@ -258,6 +258,14 @@ def grid_time(frame: pd.DataFrame) -> tuple[str, float, pd.DataFrame] | None:
     ends = cells["_start"] + pd.to_timedelta(cells["wall_seconds"].fillna(0), unit="s")
     sitting = ((cells["_start"] - ends.cummax().shift()) > pd.Timedelta(minutes=SITTING_GAP_MINUTES)).cumsum()
     cells = cells[sitting == sitting.iloc[-1]]
+    rows = phase_minutes(cells)
+    total = rows["wall_minutes"].sum()
+    rows["share"] = rows["wall_minutes"] / total if total else 0.0
+    return cells["command"].iloc[0], grid_wall_minutes(cells), rows.reset_index(drop=True)
+
+
+def phase_minutes(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each record's label columns, its minutes per phase (``TIME_PHASES`` and ``other``) and its wall minutes."""
     rows = cells[["backbone", "stage", "image_size", "seed", "status"]].copy()
     for phase, columns in TIME_PHASES.items():
         rows[f"{phase}_minutes"] = sum(cells[c].fillna(0) for c in columns) / 60
@@ -265,9 +273,55 @@ def grid_time(frame: pd.DataFrame) -> tuple[str, float, pd.DataFrame] | None:
     # A failed cell has no overhead of its own: its unaccounted time is its other.
     unaccounted = (rows["wall_minutes"] - sum(rows[f"{phase}_minutes"] for phase in TIME_PHASES)).clip(lower=0)
     rows["other_minutes"] = (cells["overhead_seconds"] / 60).fillna(unaccounted)
-    total = rows["wall_minutes"].sum()
-    rows["share"] = rows["wall_minutes"] / total if total else 0.0
-    return cells["command"].iloc[0], grid_wall_minutes(cells), rows.reset_index(drop=True)
+    return rows
+
+
+def overlapped(frame: pd.DataFrame) -> pd.Series:
+    """Whether each record was measured while another one was, on a host of the same name: their
+    spans (start to start + wall time) intersect, so their timings shared the cores. The same
+    measurement written twice (one key, one start) does not count against itself; a record
+    without a start or a wall time is never flagged."""
+    starts = pd.to_datetime(frame["started_at"], errors="coerce", utc=True)
+    ends = starts + pd.to_timedelta(frame["wall_seconds"], unit="s")
+    flagged = pd.Series(False, index=frame.index)
+    timed = frame[starts.notna() & ends.notna() & (frame["wall_seconds"] > 0)]
+    for _, group in timed.groupby(timed["hostname"].fillna(""), sort=False):
+        begin, end = starts[group.index].to_numpy(), ends[group.index].to_numpy()
+        measurement = (group["key"].astype(str) + "@" + group["started_at"].astype(str)).to_numpy()
+        intersects = (begin[:, None] < end[None, :]) & (begin[None, :] < end[:, None]) & (measurement[:, None] != measurement[None, :])
+        flagged[group.index] = intersects.any(axis=1)
+    return flagged
+
+
+def grid_groups(summary: pd.DataFrame, pretrained_groups) -> list:
+    """The configurations that stand for the default grid's cells, in the order ``bench run
+    --all`` runs them (backbones by name, stages in order): each backbone trained from scratch by
+    its baseline row with the most seeds, each pretrained (backbone, stage) by the row given for
+    it (the ImageNet comparison's, ``imagenet_transfer.points``)."""
+    if summary.empty:
+        return []
+    scratch = summary[summary["stage"] == "baseline"].sort_values("seeds", ascending=False, kind="stable").groupby("backbone").head(1)
+    rows = pd.concat([scratch, summary[summary["group"].isin(set(pretrained_groups))]])
+    rows = rows.assign(_order=rows["stage"].map(STAGE_ORDER)).sort_values(["backbone", "_order"], kind="stable")
+    return list(rows["group"])
+
+
+def seed_cost(frame: pd.DataFrame, every: pd.DataFrame, groups: list) -> pd.DataFrame:
+    """For each configuration (``group``, in the order given): its lowest seed's ok record in
+    ``frame`` (the latest record per key), minutes per phase (``phase_minutes``), its start, and
+    whether it ran alone: no other record among ``every`` (replaced attempts included) was
+    measured on its host at the same time (``overlapped``). A group without an ok record is left out."""
+    columns = ["backbone", "stage", "image_size", "seed", "status", *(f"{p}_minutes" for p in TIME_PHASES), "wall_minutes", "other_minutes", "started_at", "alone"]
+    ok = frame[(frame["status"] == "ok") & frame["group"].isin(groups)]
+    if ok.empty:
+        return pd.DataFrame(columns=columns)
+    chosen = ok.sort_values("seed", kind="stable").groupby("group", sort=False).head(1).set_index("group").loc[[g for g in groups if g in set(ok["group"])]]
+    busy = overlapped(every)
+    busy_measurements = set(every.loc[busy[busy].index, "key"].astype(str) + "@" + every.loc[busy[busy].index, "started_at"].astype(str))
+    rows = phase_minutes(chosen)
+    rows["started_at"] = chosen["started_at"]
+    rows["alone"] = [f"{key}@{start}" not in busy_measurements for key, start in zip(chosen["key"].astype(str), chosen["started_at"].astype(str))]
+    return rows.reset_index(drop=True)[columns]
 
 
 def compute_minutes_by_seed(frame: pd.DataFrame) -> dict[int, float]:

@@ -2,9 +2,13 @@ import contextlib
 import dataclasses
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Markers of measuring commands (bench.concurrent_runs) in a folder of the suite's own: a bench
+# run in the background must not change what the suite's commands print.
+os.environ["BENCH_MEASURING_DIR"] = tempfile.mkdtemp(prefix="bench-measuring-tests-")
 
 import pytest  # noqa: E402
 

@@ -113,3 +113,55 @@ def test_the_report_counts_a_cell_that_a_later_run_replaced(tmp_path):
         append_record(tmp_path, record)
     publish.write_report(tmp_path)
     assert f"The 2 cells of `{GRID}`" in (tmp_path / "README.md").read_text()
+
+
+def _summary_and_frames(records):
+    from bench.stats import summarize
+
+    frame = records_frame(records)
+    return frame, summarize(frame)
+
+
+def test_records_measured_at_the_same_time_on_one_host_are_flagged():
+    from bench.stats import overlapped
+
+    records = _records()
+    # records[1] runs 10:00-10:06 and records[2] 10:06-10:12: one after the other, not together.
+    assert not overlapped(records_frame(records)).any()
+    during = _timed(records[3], "python -m bench cost --all", "2026-12-01T10:03:00+00:00", wall_seconds=60.0)
+    elsewhere = stamped(during, hostname="another-host")
+    flags = overlapped(records_frame([*records, during]))
+    assert list(flags) == [False, False, True, False, False, True]
+    # Another host's measurement shares no cores; the same measurement copied twice is not two.
+    assert not overlapped(records_frame([*records, elsewhere])).any()
+    assert not overlapped(records_frame([*records, records[1]])).any()
+    # No start or no wall time: nothing to compare.
+    assert not overlapped(records_frame([*records, stamped(during, started_at="")])).any()
+
+
+def test_seed_cost_takes_each_rows_lowest_seed_and_says_whether_it_ran_alone():
+    from bench.render.grid_time import seed_cost_section
+    from bench.stats import grid_groups, seed_cost
+
+    records = _records()
+    second = dataclasses.replace(records[1], key=f"{records[1].key}-s1", seed=1, identity={**records[1].identity, "seed": 1})
+    seed1 = _timed(second, GRID, "2026-12-01T09:00:00+00:00", wall_seconds=600.0)
+    every = [*records, seed1]
+    frame, summary = _summary_and_frames(every)
+    groups = list(summary["group"])
+    cells = seed_cost(frame, records_frame(every), groups)
+    assert len(cells) == len(summary)
+    assert (cells["wall_minutes"] == 6.0).all() and cells["alone"].all()  # seed 0's 6 min, not seed 1's 10
+    assert (cells["seed"] == 0).all()
+    busy = _timed(records[4], "python -m bench cost --all", records[1].provenance.started_at, wall_seconds=30.0)
+    flagged = seed_cost(frame, records_frame([*every, busy]), groups)
+    assert not flagged.set_index("backbone").loc[records[1].backbone, "alone"].all()
+    text = seed_cost_section(flagged)
+    assert "## What one seed of the grid costs" in text and f"{len(cells)} cells whose own wall times sum to" in text
+    assert "1 of" in text and "| no " in text
+    assert seed_cost_section(seed_cost(frame, records_frame(every), [])) == ""
+    # The grid's rows: from-scratch baselines and the pretrained groups given, in `run --all`'s order.
+    ordered = grid_groups(summary, [g for g, s in zip(summary["group"], summary["stage"]) if s != "baseline"])
+    stages = summary.set_index("group").loc[ordered, ["backbone", "stage"]]
+    assert list(stages.itertuples(index=False)) == sorted(stages.itertuples(index=False), key=lambda r: (r.backbone, ["baseline", "linear", "transfer", "finetune"].index(r.stage)))
+    assert grid_groups(summary.iloc[0:0], []) == []

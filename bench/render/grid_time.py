@@ -44,3 +44,38 @@ def grid_time_section(grid: tuple[str, float, pd.DataFrame] | None) -> str:
         for row in cells.itertuples()
     ]
     return "\n".join(["## Where the grid's time goes", "", lead, "", table(rows)])
+
+
+def seed_cost_section(cells: pd.DataFrame) -> str:
+    """The "What one seed of the grid costs" section's markdown (``bench.stats.seed_cost``), or
+    empty where no published row has a record."""
+    if cells.empty:
+        return ""
+    total = cells["wall_minutes"].sum()
+    phases = ", ".join(f"{phase} {number(cells[f'{phase}_minutes'].sum())} min" for phase in PHASES)
+    shared = int((~cells["alone"].astype(bool)).sum())
+    lead = (
+        f"One cell per (backbone, stage) of this report, as `bench run --all` orders them (a from-scratch backbone by its row "
+        f"with the most seeds; a pretrained backbone at each stage by the row the ImageNet comparison takes), each by its lowest seed's record: "
+        f"{len(cells)} cells whose own wall times sum to {number(total)} min: {phases}. These are each cell's "
+        "own timings, wherever and whenever it ran, not one command's: a cell that found its backbone's activations "
+        "already cached shows no extraction (the cell or run that cached them paid), and a finetune that found no saved "
+        "transfer head trained one first, inside its other. **alone**: no other recorded measurement ran on a host of "
+        "the same name during the cell (its timings did not share the cores with one); "
+        + (f"{shared} of {len(cells)} did not run alone. " if shared else "every one ran alone. ")
+        + PHASE_EXPLANATION
+    )
+    rows = [
+        {
+            "backbone": row.backbone,
+            "stage": row.stage,
+            "size px": row.image_size,
+            "seed": row.seed,
+            **{f"{phase} min": number(getattr(row, f"{phase}_minutes"), 1) for phase in PHASES},
+            "wall min": number(row.wall_minutes, 1),
+            "alone": "yes" if row.alone else "no",
+            "started": str(row.started_at)[:10],
+        }
+        for row in cells.itertuples()
+    ]
+    return "\n".join(["## What one seed of the grid costs", "", lead, "", table(rows)])

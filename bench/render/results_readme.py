@@ -38,7 +38,7 @@ def render_markdown(
         deploy_block: the deployment section, or empty.
         curves: the accuracy-for-time curves (``bench.stats.time_curves``), or None.
         imagenet_block: the section on ImageNet accuracy against CIFAR-10 accuracy, or empty.
-        grid_time_block: the section on where the latest whole grid's time went, or empty.
+        grid_time_block: the sections on where the latest whole grid's time went and on what one seed of the grid costs, or empty.
     """
     sections = ["# Benchmark results", ""]
     if notes.strip():

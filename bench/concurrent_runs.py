@@ -1,0 +1,80 @@
+"""Other ``bench`` measurements running on this machine at the same time.
+
+A timing is a measurement's own only when it has the cores to itself: on 2 cores, two runs
+each slow the other (the EfficientNet-Lite rows of the first published cost table were
+measured that way, at a third of their speed). Each measuring command holds a marker while
+it runs, a file named by its process id in a per-user folder; a command starting lists the
+live markers of others and warns. Accuracies are unaffected, only timings. Reports find the
+overlaps afterwards from the records' own spans (``bench.stats.overlapped``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# The commands whose records carry timings.
+MEASURING_COMMANDS = ("run", "cost", "deploy", "tune", "perf")
+# Where the markers live; the test suite points it at a folder of its own, so that a run in
+# the background does not change what the suite's commands print.
+FOLDER_ENV_VAR = "BENCH_MEASURING_DIR"
+
+
+def marker_folder() -> Path:
+    return Path(os.environ.get(FOLDER_ENV_VAR) or Path(tempfile.gettempdir()) / f"bench-measuring-{os.getuid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process by that number: alive
+        return True
+    return True
+
+
+def running_others(folder: Path) -> list[tuple[int, str]]:
+    """(process id, command line) of every other live measuring command; markers of ended
+    processes (a run killed with -9 leaves its marker) are removed as they are found."""
+    others = []
+    for marker in sorted(folder.glob("[0-9]*")) if folder.is_dir() else []:
+        pid = int(marker.name) if marker.name.isdigit() else None
+        if pid is None or pid == os.getpid():
+            continue
+        if not _alive(pid):
+            marker.unlink(missing_ok=True)
+            continue
+        try:
+            others.append((pid, marker.read_text().strip()))
+        except OSError:  # removed as it ended, between the listing and the read
+            continue
+    return others
+
+
+@contextlib.contextmanager
+def measuring(command: str):
+    """Hold this process's marker while the body runs, after a warning line per other live
+    measuring command. A marker is advice: where the folder cannot be written, the command
+    runs without one."""
+    folder = marker_folder()
+    for pid, other in running_others(folder):
+        print(
+            f"warning: another bench measurement is running on this machine (pid {pid}: {other}); both share the cores, "
+            "so both record slower timings than alone (accuracies are unaffected): for timings to publish, let it finish first",
+            file=sys.stderr,
+        )
+    marker = folder / str(os.getpid())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(command)
+    except OSError:
+        marker = None
+    try:
+        yield
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)

@@ -1,0 +1,60 @@
+"""Measuring commands warn when another one runs on the machine, and hold a marker while they run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import cli, concurrent_runs
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(concurrent_runs.FOLDER_ENV_VAR, str(tmp_path / "markers"))
+    return tmp_path / "markers"
+
+
+@pytest.fixture
+def other_process():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def test_a_live_measurement_is_named_and_a_dead_ones_marker_removed(folder, other_process, capsys):
+    folder.mkdir()
+    (folder / str(other_process)).write_text("python -m bench run --all")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    (folder / ended.stdout.strip()).write_text("python -m bench cost --all")
+    with concurrent_runs.measuring("python -m bench cost --backbone small_cnn"):
+        assert (folder / str(os.getpid())).read_text() == "python -m bench cost --backbone small_cnn"
+    err = capsys.readouterr().err
+    assert f"another bench measurement is running on this machine (pid {other_process}: python -m bench run --all)" in err
+    assert err.count("warning:") == 1  # the ended one is not running
+    assert sorted(p.name for p in folder.iterdir()) == [str(other_process)]  # ours gone, the dead one's too
+
+
+def test_alone_no_warning_and_an_unwritable_folder_does_not_stop_the_command(folder, tmp_path, capsys, monkeypatch):
+    with concurrent_runs.measuring("python -m bench run --all"):
+        pass
+    assert capsys.readouterr().err == ""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(concurrent_runs.FOLDER_ENV_VAR, str(blocker / "markers"))
+    ran = []
+    with concurrent_runs.measuring("python -m bench run --all"):
+        ran.append(True)
+    assert ran == [True]
+
+
+def test_the_cli_warns_for_measuring_commands_only_and_leaves_no_marker(folder, other_process, capsys):
+    folder.mkdir()
+    (folder / str(other_process)).write_text("python -m bench tune --all")
+    assert cli.main(["cost", "--backbone", "no_such_backbone"]) == 2
+    err = capsys.readouterr().err
+    assert "warning: another bench measurement" in err and "error:" in err
+    assert cli.main(["list"]) == 0
+    assert "warning:" not in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == [str(other_process)]
