@@ -1,5 +1,6 @@
 """Statistics over records: the frame, one summary row per configuration (seeds averaged, with
-a 95 % t-interval), ties with the best, the grid's wall time, where the latest grid's time went, and compute time per seed. Nothing here formats text."""
+a 95 % t-interval), ties with the best, the grid's wall time, where the latest grid's time went, what
+one seed of the grid costs, records measured at the same time as others, and compute time per seed. Nothing here formats text."""
 
 from __future__ import annotations
 
@@ -287,10 +288,15 @@ def overlapped(frame: pd.DataFrame) -> pd.Series:
     timed = frame[starts.notna() & ends.notna() & (frame["wall_seconds"] > 0)]
     for _, group in timed.groupby(timed["hostname"].fillna(""), sort=False):
         begin, end = starts[group.index].to_numpy(), ends[group.index].to_numpy()
-        measurement = (group["key"].astype(str) + "@" + group["started_at"].astype(str)).to_numpy()
+        measurement = _measurement_ids(group).to_numpy()
         intersects = (begin[:, None] < end[None, :]) & (begin[None, :] < end[:, None]) & (measurement[:, None] != measurement[None, :])
         flagged[group.index] = intersects.any(axis=1)
     return flagged
+
+
+def _measurement_ids(frame: pd.DataFrame) -> pd.Series:
+    """One measurement's name: its key and its start (a record copied to another file keeps both)."""
+    return frame["key"].astype(str) + "@" + frame["started_at"].astype(str)
 
 
 def grid_groups(summary: pd.DataFrame, pretrained_groups) -> list:
@@ -316,11 +322,10 @@ def seed_cost(frame: pd.DataFrame, every: pd.DataFrame, groups: list) -> pd.Data
     if ok.empty:
         return pd.DataFrame(columns=columns)
     chosen = ok.sort_values("seed", kind="stable").groupby("group", sort=False).head(1).set_index("group").loc[[g for g in groups if g in set(ok["group"])]]
-    busy = overlapped(every)
-    busy_measurements = set(every.loc[busy[busy].index, "key"].astype(str) + "@" + every.loc[busy[busy].index, "started_at"].astype(str))
+    busy = set(_measurement_ids(every[overlapped(every)]))
     rows = phase_minutes(chosen)
     rows["started_at"] = chosen["started_at"]
-    rows["alone"] = [f"{key}@{start}" not in busy_measurements for key, start in zip(chosen["key"].astype(str), chosen["started_at"].astype(str))]
+    rows["alone"] = ~_measurement_ids(chosen).isin(busy).to_numpy()
     return rows.reset_index(drop=True)[columns]
 
 
