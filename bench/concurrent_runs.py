@@ -46,7 +46,8 @@ def running_others(folder: Path) -> list[tuple[int, str]]:
         if pid is None or pid == os.getpid():
             continue
         if not _alive(pid):
-            marker.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a folder we may not write: the marker stays, unheeded
+                marker.unlink(missing_ok=True)
             continue
         try:
             others.append((pid, marker.read_text().strip()))
@@ -61,12 +62,7 @@ def measuring(command: str):
     measuring command. A marker is advice: where the folder cannot be written, the command
     runs without one."""
     folder = marker_folder()
-    for pid, other in running_others(folder):
-        print(
-            f"warning: another bench measurement is running on this machine (pid {pid}: {other}); both share the cores, "
-            "so both record slower timings than alone (accuracies are unaffected): for timings to publish, let it finish first",
-            file=sys.stderr,
-        )
+    # Our marker first, then the others': two commands starting together each see the other.
     marker = folder / str(os.getpid())
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -74,7 +70,18 @@ def measuring(command: str):
     except OSError:
         marker = None
     try:
+        others = running_others(folder)
+    except OSError:  # a folder that cannot be listed: no advice
+        others = []
+    for pid, other in others:
+        print(
+            f"warning: another bench measurement is running on this machine (pid {pid}: {other}); both share the cores, "
+            "so both record slower timings than alone (accuracies are unaffected): for timings to publish, let it finish first",
+            file=sys.stderr,
+        )
+    try:
         yield
     finally:
         if marker is not None:
-            marker.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                marker.unlink(missing_ok=True)

@@ -58,3 +58,33 @@ def test_the_cli_warns_for_measuring_commands_only_and_leaves_no_marker(folder, 
     assert cli.main(["list"]) == 0
     assert "warning:" not in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == [str(other_process)]
+
+
+def test_a_marker_left_in_a_folder_it_cannot_write_does_not_stop_the_command(folder, monkeypatch, capsys):
+    folder.mkdir()
+    (folder / "999999999").write_text("python -m bench run --all")  # no such process
+    monkeypatch.setattr(concurrent_runs, "_alive", lambda pid: False)
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(folder), "unlink", refuse)
+    ran = []
+    with concurrent_runs.measuring("python -m bench cost --all"):
+        ran.append(True)
+    assert ran == [True] and "warning:" not in capsys.readouterr().err
+
+
+def test_the_cli_holds_a_marker_while_the_command_runs(folder, monkeypatch):
+    from bench.commands import list as list_command
+
+    seen = []
+
+    def handle(args, command):
+        seen.append(sorted(p.name for p in folder.iterdir()))
+        return 0
+
+    monkeypatch.setattr(concurrent_runs, "MEASURING_COMMANDS", (*concurrent_runs.MEASURING_COMMANDS, "list"))
+    monkeypatch.setattr(list_command, "handle", handle)
+    assert cli.main(["list"]) == 0
+    assert seen == [[str(os.getpid())]] and list(folder.iterdir()) == []

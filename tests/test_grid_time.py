@@ -158,7 +158,7 @@ def test_seed_cost_takes_each_rows_lowest_seed_and_says_whether_it_ran_alone():
     assert not flagged.set_index("backbone").loc[records[1].backbone, "alone"].all()
     text = seed_cost_section(flagged)
     assert "## What one seed of the grid costs" in text and f"{len(cells)} cells whose own wall times sum to" in text
-    assert "1 of" in text and "| no " in text
+    assert f"1 of {len(cells)} did not run alone" in text and "| no " in text
     assert seed_cost_section(seed_cost(frame, records_frame(every), [])) == ""
     # The grid's rows: from-scratch baselines and the pretrained groups given, in `run --all`'s order.
     ordered = grid_groups(summary, [g for g, s in zip(summary["group"], summary["stage"]) if s != "baseline"])
