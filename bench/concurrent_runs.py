@@ -5,7 +5,7 @@ each slow the other (the EfficientNet-Lite rows of the first published cost tabl
 measured that way, at a third of their speed). Each measuring command holds a marker while
 it runs, a file named by its process id in a per-user folder; a command starting lists the
 live markers of others and warns. Accuracies are unaffected, only timings. Reports find the
-overlaps afterwards from the records' own spans (``bench.stats.overlapped``).
+overlaps afterwards from the records' own spans (``bench.time_spent.overlapped``).
 """
 
 from __future__ import annotations

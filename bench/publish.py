@@ -19,7 +19,8 @@ from bench.render.results_readme import render_markdown
 from bench.render.runs import render_headline
 from bench.render.tuning import tuning_section
 from bench.records import latest_by_key
-from bench.stats import deploy_summary, grid_groups, grid_time, records_frame, seed_cost, study_summaries, summarize, time_curves, trials_frame
+from bench.stats import deploy_summary, records_frame, study_summaries, summarize, time_curves, trials_frame
+from bench.time_spent import grid_groups, grid_time, seed_cost
 
 COST_MARKDOWN, COST_PLOT = "cost.md", "cost_throughput_vs_gflops.png"
 DEPLOY_MARKDOWN, DEPLOY_PLOT = "deploy.md", "deploy_accuracy_vs_latency.png"

@@ -8,7 +8,8 @@ import pytest
 from bench.provenance import stamped
 from bench.records import read_records
 from bench.render.grid_time import grid_time_section
-from bench.stats import grid_time, is_grid_command, records_frame
+from bench.stats import records_frame
+from bench.time_spent import grid_time, is_grid_command
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.jsonl"
 GRID = "python -m bench run --all --data DIR --out results"
@@ -123,7 +124,7 @@ def _summary_and_frames(records):
 
 
 def test_records_measured_at_the_same_time_on_one_host_are_flagged():
-    from bench.stats import overlapped
+    from bench.time_spent import overlapped
 
     records = _records()
     # records[1] runs 10:00-10:06 and records[2] 10:06-10:12: one after the other, not together.
@@ -141,7 +142,7 @@ def test_records_measured_at_the_same_time_on_one_host_are_flagged():
 
 def test_seed_cost_takes_each_rows_lowest_seed_and_says_whether_it_ran_alone():
     from bench.render.grid_time import seed_cost_section
-    from bench.stats import grid_groups, seed_cost
+    from bench.time_spent import grid_groups, seed_cost
 
     records = _records()
     second = dataclasses.replace(records[1], key=f"{records[1].key}-s1", seed=1, identity={**records[1].identity, "seed": 1})

@@ -10,7 +10,8 @@ from bench import publish
 from bench.render.compare import render_comparison
 from bench.render.provenance import provenance
 from bench.render.runs import accuracy_cell, accuracy_table, axes_tables, cost_table, headline_table, render_headline, winners
-from bench.stats import compute_minutes_by_seed, grid_wall_minutes, records_frame, summarize
+from bench.stats import records_frame, summarize
+from bench.time_spent import compute_minutes_by_seed, grid_wall_minutes
 from bench.records import RUNS_FILE, append_record, latest_by_key, read_records
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs.jsonl"

@@ -1,12 +1,12 @@
 """The "Where the grid's time goes" section: the latest whole-grid run's cells, phase by
-phase, from ``bench.stats.grid_time``."""
+phase, from ``bench.time_spent.grid_time``."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from bench.render.format import number, pct, table
-from bench.stats import TIME_PHASES
+from bench.time_spent import TIME_PHASES
 
 PHASE_EXPLANATION = (
     "Extraction: computing the frozen backbone's activations into the cache (paid by the first cell "
@@ -16,6 +16,18 @@ PHASE_EXPLANATION = (
     "process and TensorFlow."
 )
 PHASES = (*TIME_PHASES, "other")
+
+
+def _phase_cells(row) -> dict:
+    """A cell's label and its minutes per phase, as both sections' tables show them."""
+    return {
+        "backbone": row.backbone,
+        "stage": row.stage,
+        "size px": row.image_size,
+        "seed": row.seed,
+        **{f"{phase} min": number(getattr(row, f"{phase}_minutes"), 1) for phase in PHASES},
+        "wall min": number(row.wall_minutes, 1),
+    }
 
 
 def grid_time_section(grid: tuple[str, float, pd.DataFrame] | None) -> str:
@@ -32,12 +44,7 @@ def grid_time_section(grid: tuple[str, float, pd.DataFrame] | None) -> str:
     )
     rows = [
         {
-            "backbone": row.backbone,
-            "stage": row.stage,
-            "size px": row.image_size,
-            "seed": row.seed,
-            **{f"{phase} min": number(getattr(row, f"{phase}_minutes"), 1) for phase in PHASES},
-            "wall min": number(row.wall_minutes, 1),
+            **_phase_cells(row),
             "share of cell time": pct(row.share, 0),
             **({"status": row.status} if (cells["status"] != "ok").any() else {}),
         }
@@ -47,7 +54,7 @@ def grid_time_section(grid: tuple[str, float, pd.DataFrame] | None) -> str:
 
 
 def seed_cost_section(cells: pd.DataFrame) -> str:
-    """The "What one seed of the grid costs" section's markdown (``bench.stats.seed_cost``), or
+    """The "What one seed of the grid costs" section's markdown (``bench.time_spent.seed_cost``), or
     empty where no published row has a record."""
     if cells.empty:
         return ""
@@ -67,12 +74,7 @@ def seed_cost_section(cells: pd.DataFrame) -> str:
     )
     rows = [
         {
-            "backbone": row.backbone,
-            "stage": row.stage,
-            "size px": row.image_size,
-            "seed": row.seed,
-            **{f"{phase} min": number(getattr(row, f"{phase}_minutes"), 1) for phase in PHASES},
-            "wall min": number(row.wall_minutes, 1),
+            **_phase_cells(row),
             "alone": "yes" if row.alone else "no",
             "started": str(row.started_at)[:10],
         }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.render.format import commands_line, distinct
-from bench.stats import compute_minutes_by_seed, grid_wall_minutes
+from bench.time_spent import compute_minutes_by_seed, grid_wall_minutes
 
 
 def environment_lines(frame: pd.DataFrame) -> list[str]:

@@ -8,7 +8,8 @@ import pandas as pd
 from bench.render.format import distinct, first_line, half_range, missing, number, pct, table
 from bench.render.labels import settings, settings_column, weights_cell
 from bench.stages import STAGES
-from bench.stats import STAGE_ORDER, compute_minutes_by_seed, superseded_by_tuned, tied_with_best
+from bench.stats import STAGE_ORDER, superseded_by_tuned, tied_with_best
+from bench.time_spent import compute_minutes_by_seed
 
 ACCURACY_EXPLANATION = (
     "Test accuracy: the mean over n seeds ± the half-width of its 95 % Student-t interval (n = 1: no interval). "
