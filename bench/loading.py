@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import record_store
+from bench.errors import UsageError
 from bench.records import RUNS, TRIALS, TRIALS_FILE, Record, latest_by_key
 
 
@@ -51,6 +52,36 @@ def load_trials(sources) -> tuple[list[Record], int]:
     loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name == TRIALS_FILE], TRIALS)
     latest = {(r.study, r.trial): r for r in loaded.records}
     return [latest[key] for key in sorted(latest)], loaded.bad_lines
+
+
+def load_timings(sources) -> pd.DataFrame:
+    """Every recorded measurement in the record files of ``sources`` and of every folder below
+    them: run cells, tuning trials, cost and deployment rows, replaced attempts included; one row
+    each with its kind, key, host, start and wall seconds. What ``time_spent.overlapped`` checks a
+    cell against: any of them on the cell's host while it ran shared its cores.
+
+    The inputs' own files are read (and their bad lines said) by the loaders of what they report;
+    here a file that cannot be read, or a line that is not a record, only leaves its measurements out.
+    """
+    from bench.cost_records import COSTS
+    from bench.deploy_records import DEPLOYS
+
+    kinds = (RUNS, TRIALS, COSTS, DEPLOYS)
+    other_files = {kind.file_name for kind in kinds if kind is not RUNS}
+    rows = []
+    for kind in kinds:
+        # A file given by name is read as its kind's file, and any other file as a runs file (as ``load_every`` reads it).
+        named = [s for s in map(Path, sources) if not s.is_dir() and (s.name == kind.file_name or (kind is RUNS and s.name not in other_files))]
+        paths = {p.resolve() for p in [*named, *(f for s in map(Path, sources) if s.is_dir() for f in s.rglob(kind.file_name))]}
+        for path in sorted(paths):
+            try:
+                records = record_store.read(path, kind).records
+            except UsageError:
+                continue
+            for record in records:
+                flat = record_store.as_flat_dict(record)
+                rows.append({"kind": kind.name, "key": flat["key"], "hostname": flat.get("hostname", ""), "started_at": flat.get("started_at", ""), "wall_seconds": flat.get("wall_seconds")})
+    return pd.DataFrame(rows, columns=["kind", "key", "hostname", "started_at", "wall_seconds"])
 
 
 def load_apart(sources) -> list[list[Record]]:

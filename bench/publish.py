@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import files, imagenet_transfer
-from bench.loading import load_cost, load_deploy, load_every, load_trials
+from bench.loading import load_cost, load_deploy, load_every, load_timings, load_trials
 from bench.render.cost import cost_section, render_cost
 from bench.render.deploy import deploy_section, render_deploy
 from bench.render.grid_time import grid_time_section, seed_cost_section
@@ -127,7 +127,7 @@ def write_report(out_dir: Path, extra_inputs=(), project_readme: Path | None = N
     deploy_paths, deploy_block = write_deploy_report(out_dir, extra_inputs)
     notes = (out_dir / NOTES_FILE).read_text() if (out_dir / NOTES_FILE).exists() else ""
     every_frame = records_frame(every)
-    time_block = "\n\n".join(filter(None, [grid_time_section(grid_time(every_frame)), seed_cost_section(seed_cost(frame, every_frame, grid_groups(summary, transfer_points["group"])))]))
+    time_block = "\n\n".join(filter(None, [grid_time_section(grid_time(every_frame)), seed_cost_section(seed_cost(frame, load_timings([out_dir, *extra_inputs]), grid_groups(summary, transfer_points["group"])))]))
     # The README last: a reader who sees a new one sees the whole new set beside it.
     readme = files.write_text(out_dir / "README.md", render_markdown(frame, summary, bad, [p.name for p in plot_paths], notes, cost_block, tuning_block, deploy_block, curves, imagenet_block, time_block))
     written = [readme, summary_csv, *plot_paths, *cost_paths, *tuning_paths, *deploy_paths]

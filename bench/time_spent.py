@@ -82,9 +82,10 @@ def overlapped(frame: pd.DataFrame) -> pd.Series:
     measurement written twice (one key, one start) does not count against itself; a record
     without a start or a wall time is never flagged."""
     starts = pd.to_datetime(frame["started_at"], errors="coerce", utc=True)
-    ends = starts + pd.to_timedelta(frame["wall_seconds"], unit="s")
+    wall_seconds = pd.to_numeric(frame["wall_seconds"], errors="coerce")
+    ends = starts + pd.to_timedelta(wall_seconds, unit="s")
     flagged = pd.Series(False, index=frame.index)
-    timed = frame[starts.notna() & ends.notna() & (frame["wall_seconds"] > 0)]
+    timed = frame[starts.notna() & ends.notna() & (wall_seconds > 0)]
     for _, group in timed.groupby(timed["hostname"].fillna(""), sort=False):
         begin, end = starts[group.index].to_numpy(), ends[group.index].to_numpy()
         measurement = _measurement_ids(group).to_numpy()
@@ -111,17 +112,18 @@ def grid_groups(summary: pd.DataFrame, pretrained_groups) -> list:
     return list(rows["group"])
 
 
-def seed_cost(frame: pd.DataFrame, every: pd.DataFrame, groups: list) -> pd.DataFrame:
+def seed_cost(frame: pd.DataFrame, timings: pd.DataFrame, groups: list) -> pd.DataFrame:
     """For each configuration (``group``, in the order given): its lowest seed's ok record in
     ``frame`` (the latest record per key), minutes per phase (``phase_minutes``), its start, and
-    whether it ran alone: no other record among ``every`` (replaced attempts included) was
-    measured on its host at the same time (``overlapped``). A group without an ok record is left out."""
+    whether it ran alone: no other measurement among ``timings`` (``loading.load_timings``: runs,
+    trials, cost and deployment rows, replaced attempts included) was taken on its host at the
+    same time (``overlapped``). A group without an ok record is left out."""
     columns = ["backbone", "stage", "image_size", "seed", "status", *(f"{p}_minutes" for p in TIME_PHASES), "wall_minutes", "other_minutes", "started_at", "alone"]
     ok = frame[(frame["status"] == "ok") & frame["group"].isin(groups)]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     chosen = ok.sort_values("seed", kind="stable").groupby("group", sort=False).head(1).set_index("group").loc[[g for g in groups if g in set(ok["group"])]]
-    busy = set(_measurement_ids(every[overlapped(every)]))
+    busy = set(_measurement_ids(timings[overlapped(timings)]))
     rows = phase_minutes(chosen)
     rows["started_at"] = chosen["started_at"]
     rows["alone"] = ~_measurement_ids(chosen).isin(busy).to_numpy()

@@ -166,3 +166,50 @@ def test_seed_cost_takes_each_rows_lowest_seed_and_says_whether_it_ran_alone():
     stages = summary.set_index("group").loc[ordered, ["backbone", "stage"]]
     assert list(stages.itertuples(index=False)) == sorted(stages.itertuples(index=False), key=lambda r: (r.backbone, ["baseline", "linear", "transfer", "finetune"].index(r.stage)))
     assert grid_groups(summary.iloc[0:0], []) == []
+
+
+def test_a_cell_measured_beside_a_cost_row_in_a_folder_below_did_not_run_alone(tmp_path):
+    """The "alone" column sees every kind of recorded measurement, in the report's folders and below them."""
+    from bench.cost_records import CostConfig, CostRecord, append_cost_record
+    from bench.loading import load_timings
+    from bench.provenance import Provenance
+    from bench.records import append_record
+    from bench.time_spent import seed_cost
+
+    records = _records()
+    for record in records:
+        append_record(tmp_path, record)
+    frame, summary = _summary_and_frames(records)
+    groups = list(summary["group"])
+
+    def not_alone():
+        return [(cell.backbone, cell.stage) for cell in seed_cost(frame, load_timings([tmp_path]), groups).itertuples() if not cell.alone]
+
+    assert not_alone() == []
+    # records[2] (efficientnet_b0 finetune) ran 10:00-10:06; a cost row measured at 10:02 on its host shared its cores.
+    host = records[2].provenance.hostname
+
+    def cost_row(hostname, started_at):
+        return CostRecord(**CostConfig("small_cnn", 32, 64).identity(), status="ok", wall_seconds=60.0, provenance=Provenance(hostname=hostname, started_at=started_at))
+
+    (tmp_path / "deploy").mkdir()
+    append_cost_record(tmp_path / "deploy", cost_row(f"{host}-elsewhere", "2026-12-01T10:02:00+00:00"))
+    append_cost_record(tmp_path / "deploy", cost_row(host, "2026-12-01T11:00:00+00:00"))  # after it
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "trials.jsonl").write_text("not a record\n")  # unreadable context is passed over
+    timings = load_timings([tmp_path])
+    assert sorted(timings["kind"].unique()) == ["cost", "run"] and len(timings) == len(records) + 2
+    assert not_alone() == []
+
+    append_cost_record(tmp_path / "deploy", cost_row(host, "2026-12-01T10:02:00+00:00"))
+    assert not_alone() == [("efficientnet_b0", "finetune")]
+
+
+def test_timings_read_a_runs_file_given_by_any_name(tmp_path):
+    from bench.loading import load_timings
+
+    records = _records()
+    path = tmp_path / "old-runs.jsonl"
+    path.write_text("".join(r.to_json() + "\n" for r in records))
+    assert list(load_timings([path])["key"]) == [r.key for r in records]
+    assert load_timings([tmp_path / "missing"]).empty

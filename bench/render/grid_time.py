@@ -67,7 +67,8 @@ def seed_cost_section(cells: pd.DataFrame) -> str:
         f"{len(cells)} cells whose own wall times sum to {number(total)} min: {phases}. These are each cell's "
         "own timings, wherever and whenever it ran, not one command's: a cell that found its backbone's activations "
         "already cached shows no extraction (the cell or run that cached them paid), and a finetune that found no saved "
-        "transfer head trained one first, inside its other. **alone**: no other recorded measurement ran on a host of "
+        "transfer head trained one first, inside its other. **alone**: no other recorded measurement (another cell, a tuning "
+        "trial, a cost or deployment row, in this report's record files or any folder below them) ran on a host of "
         "the same name during the cell (its timings did not share the cores with one); "
         + (f"{shared} of {len(cells)} did not run alone. " if shared else "every one ran alone. ")
         + PHASE_EXPLANATION
