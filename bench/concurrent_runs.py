@@ -3,8 +3,8 @@
 A timing is a measurement's own only when it has the cores to itself: on 2 cores, two runs
 each slow the other (the EfficientNet-Lite rows of the first published cost table were
 measured that way, at a third of their speed). Each measuring command holds a marker while
-it runs, a file named by its process id in a per-user folder; a command starting lists the
-live markers of others and warns. Accuracies are unaffected, only timings. Reports find the
+it runs, a file named by its process id in a per-user folder, holding the process's start time
+and command line; a command starting lists the live markers of others and warns. Accuracies are unaffected, only timings. Reports find the
 overlaps afterwards from the records' own spans (``bench.time_spent.overlapped``).
 """
 
@@ -37,22 +37,48 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def start_time(pid: int) -> str:
+    """The process's start time in clock ticks after boot (``/proc/PID/stat``'s 22nd field), or
+    "" where it cannot be read (no ``/proc``, or no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # The fields after the command name (which may hold spaces and parentheses) start at the 3rd.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def marker_text(pid: int, command: str) -> str:
+    return f"{start_time(pid)}\n{command}"
+
+
+def _parse(text: str) -> tuple[str, str]:
+    """(start time, command line) of a marker; a marker of an earlier version holds the command alone."""
+    first, _, rest = text.partition("\n")
+    return (first, rest.strip()) if rest and (first.isdigit() or not first) else ("", text.strip())
+
+
 def running_others(folder: Path) -> list[tuple[int, str]]:
     """(process id, command line) of every other live measuring command; markers of ended
-    processes (a run killed with -9 leaves its marker) are removed as they are found."""
+    processes (a run killed with -9 leaves its marker) are removed as they are found. A process
+    that has the marker's number but started at another time is a later one that reused the
+    number: its marker is an ended one's."""
     others = []
     for marker in sorted(folder.glob("[0-9]*")) if folder.is_dir() else []:
         pid = int(marker.name) if marker.name.isdigit() else None
         if pid is None or pid == os.getpid():
             continue
-        if not _alive(pid):
+        try:
+            started, command = _parse(marker.read_text())
+        except OSError:  # removed as it ended, between the listing and the read
+            continue
+        now_started = start_time(pid)
+        if not _alive(pid) or (started and now_started and started != now_started):
             with contextlib.suppress(OSError):  # a folder we may not write: the marker stays, unheeded
                 marker.unlink(missing_ok=True)
             continue
-        try:
-            others.append((pid, marker.read_text().strip()))
-        except OSError:  # removed as it ended, between the listing and the read
-            continue
+        others.append((pid, command))
     return others
 
 
@@ -66,7 +92,7 @@ def measuring(command: str):
     marker = folder / str(os.getpid())
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(command)
+        marker.write_text(marker_text(os.getpid(), command))
     except OSError:
         marker = None
     try:
