@@ -4,7 +4,7 @@ A timing is a measurement's own only when it has the cores to itself: on 2 cores
 each slow the other (the EfficientNet-Lite rows of the first published cost table were
 measured that way, at a third of their speed). Each measuring command holds a marker while
 it runs, a file named by its process id in a per-user folder, holding the process's start time
-and command line; a command starting lists the live markers of others and warns. Accuracies are unaffected, only timings. Reports find the
+and command line; a command starting lists the live markers of others, every user's, and warns. Accuracies are unaffected, only timings. Reports find the
 overlaps afterwards from the records' own spans (``bench.time_spent.overlapped``).
 """
 
@@ -23,8 +23,23 @@ MEASURING_COMMANDS = ("run", "cost", "deploy", "tune", "perf")
 FOLDER_ENV_VAR = "BENCH_MEASURING_DIR"
 
 
+FOLDER_PREFIX = "bench-measuring-"
+
+
 def marker_folder() -> Path:
-    return Path(os.environ.get(FOLDER_ENV_VAR) or Path(tempfile.gettempdir()) / f"bench-measuring-{os.getuid()}")
+    """Where this process writes its marker: a folder of this user's (another user's markers
+    cannot be removed once their process ends, so each user keeps their own)."""
+    return Path(os.environ.get(FOLDER_ENV_VAR) or Path(tempfile.gettempdir()) / f"{FOLDER_PREFIX}{os.getuid()}")
+
+
+def marker_folders() -> list[Path]:
+    """Where markers are read: this user's folder and every other user's beside it, since
+    another user's run shares the cores as much as one's own (only ``FOLDER_ENV_VAR``'s folder
+    where it is set)."""
+    own = marker_folder()
+    if os.environ.get(FOLDER_ENV_VAR):
+        return [own]
+    return [own, *sorted(p for p in own.parent.glob(f"{FOLDER_PREFIX}*") if p != own)]
 
 
 def _alive(pid: int) -> bool:
@@ -59,13 +74,20 @@ def _parse(text: str) -> tuple[str, str]:
     return (first, rest.strip()) if rest and (first.isdigit() or not first) else ("", text.strip())
 
 
-def running_others(folder: Path) -> list[tuple[int, str]]:
+def _markers(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.glob("[0-9]*")) if folder.is_dir() else []
+    except OSError:  # another user's folder we may not list: its markers go unseen
+        return []
+
+
+def running_others(*folders: Path) -> list[tuple[int, str]]:
     """(process id, command line) of every other live measuring command; markers of ended
     processes (a run killed with -9 leaves its marker) are removed as they are found. A process
     that has the marker's number but started at another time is a later one that reused the
     number: its marker is an ended one's."""
     others = []
-    for marker in sorted(folder.glob("[0-9]*")) if folder.is_dir() else []:
+    for marker in [m for folder in folders for m in _markers(folder)]:
         pid = int(marker.name) if marker.name.isdigit() else None
         if pid is None or pid == os.getpid():
             continue
@@ -96,7 +118,7 @@ def measuring(command: str):
     except OSError:
         marker = None
     try:
-        others = running_others(folder)
+        others = running_others(*marker_folders())
     except OSError:  # a folder that cannot be listed: no advice
         others = []
     for pid, other in others:

@@ -103,3 +103,17 @@ def test_a_marker_whose_number_a_later_process_took_is_an_ended_ones(folder, oth
     # A marker of the earlier version (the command alone) is still read, by the process's liveness.
     (folder / str(other_process)).write_text("python -m bench tune --all")
     assert concurrent_runs.running_others(folder) == [(other_process, "python -m bench tune --all")]
+
+
+def test_another_users_measurement_is_seen_too(tmp_path, other_process, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.delenv(concurrent_runs.FOLDER_ENV_VAR)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    theirs = tmp_path / f"{concurrent_runs.FOLDER_PREFIX}{os.getuid() + 1}"
+    theirs.mkdir()
+    (theirs / str(other_process)).write_text(concurrent_runs.marker_text(other_process, "python -m bench run --all"))
+    (tmp_path / f"{concurrent_runs.FOLDER_PREFIX}unlistable").write_text("")  # not a folder: nothing to read
+    with concurrent_runs.measuring("python -m bench cost --all"):
+        assert (tmp_path / f"{concurrent_runs.FOLDER_PREFIX}{os.getuid()}" / str(os.getpid())).exists()
+    assert f"(pid {other_process}: python -m bench run --all)" in capsys.readouterr().err
