@@ -4,8 +4,9 @@ A timing is a measurement's own only when it has the cores to itself: on 2 cores
 each slow the other (the EfficientNet-Lite rows of the first published cost table were
 measured that way, at a third of their speed). Each measuring command holds a marker while
 it runs, a file named by its process id in a per-user folder, holding the process's start time
-and command line; a command starting lists the live markers of others, every user's, and warns. Accuracies are unaffected, only timings. Reports find the
-overlaps afterwards from the records' own spans (``bench.time_spent.overlapped``).
+and command line; a command starting lists the live markers of others, every user's, and
+warns. Accuracies are unaffected, only timings. Reports find the overlaps afterwards from the
+records' own spans (``bench.time_spent.overlapped``).
 """
 
 from __future__ import annotations
