@@ -40,7 +40,8 @@ def marker_folders() -> list[Path]:
     own = marker_folder()
     if os.environ.get(FOLDER_ENV_VAR):
         return [own]
-    return [own, *sorted(p for p in own.parent.glob(f"{FOLDER_PREFIX}*") if p != own)]
+    # Users' folders end in their user id (the test suite's own folders do not).
+    return [own, *sorted(p for p in own.parent.glob(f"{FOLDER_PREFIX}[0-9]*") if p != own and p.name[len(FOLDER_PREFIX) :].isdigit())]
 
 
 def _alive(pid: int) -> bool:
@@ -53,7 +54,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start_time(pid: int) -> str:
+def start_ticks(pid: int) -> str:
     """The process's start time in clock ticks after boot (``/proc/PID/stat``'s 22nd field), or
     "" where it cannot be read (no ``/proc``, or no such process)."""
     try:
@@ -66,20 +67,14 @@ def start_time(pid: int) -> str:
 
 
 def marker_text(pid: int, command: str) -> str:
-    return f"{start_time(pid)}\n{command}"
+    """A marker's content: the process's start (``start_ticks``) on the first line, then its command line."""
+    return f"{start_ticks(pid)}\n{command}"
 
 
 def _parse(text: str) -> tuple[str, str]:
     """(start time, command line) of a marker; a marker of an earlier version holds the command alone."""
-    first, _, rest = text.partition("\n")
-    return (first, rest.strip()) if rest and (first.isdigit() or not first) else ("", text.strip())
-
-
-def _markers(folder: Path) -> list[Path]:
-    try:
-        return sorted(folder.glob("[0-9]*")) if folder.is_dir() else []
-    except OSError:  # another user's folder we may not list: its markers go unseen
-        return []
+    first, newline, rest = text.partition("\n")
+    return (first, rest.strip()) if newline and (first.isdigit() or not first) else ("", text.strip())
 
 
 def running_others(*folders: Path) -> list[tuple[int, str]]:
@@ -88,16 +83,17 @@ def running_others(*folders: Path) -> list[tuple[int, str]]:
     that has the marker's number but started at another time is a later one that reused the
     number: its marker is an ended one's."""
     others = []
-    for marker in [m for folder in folders for m in _markers(folder)]:
+    # (pathlib's glob passes over a folder it may not list, such as another user's private one.)
+    for marker in [m for folder in folders if folder.is_dir() for m in sorted(folder.glob("[0-9]*"))]:
         pid = int(marker.name) if marker.name.isdigit() else None
         if pid is None or pid == os.getpid():
             continue
         try:
-            started, command = _parse(marker.read_text())
+            marker_ticks, command = _parse(marker.read_text())
         except OSError:  # removed as it ended, between the listing and the read
             continue
-        now_started = start_time(pid)
-        if not _alive(pid) or (started and now_started and started != now_started):
+        process_ticks = start_ticks(pid)
+        if not _alive(pid) or (marker_ticks and process_ticks and marker_ticks != process_ticks):
             with contextlib.suppress(OSError):  # a folder we may not write: the marker stays, unheeded
                 marker.unlink(missing_ok=True)
             continue

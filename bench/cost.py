@@ -23,7 +23,7 @@ from bench import progress
 from bench.cost_records import COSTS, CostConfig, CostRecord, append_cost_record
 from bench.isolation import LOGS_DIR, classify, failure_text, run_in_child, why_no_result
 from bench.live import SweepView
-from bench.provenance import Provenance, machine, now, package_version
+from bench.provenance import at_failure, machine, package_version
 from bench.record_store import still_to_do
 from bench.runtimes import RUNTIMES, cpu_flags, usable_cores
 
@@ -161,7 +161,7 @@ def measure_config(config: CostConfig, command: str = "") -> CostRecord:
 
 def failed_cost_record(config: CostConfig, failure: str, error: str, command: str = "", **extra) -> CostRecord:
     """A ``failed`` record of ``config``; ``failure`` is one of ``records.FAILURES``."""
-    return CostRecord(**config.identity(), status="failed", failure=failure, error=error, provenance=Provenance(started_at=now(), command=command), **extra)
+    return CostRecord(**config.identity(), status="failed", failure=failure, error=error, provenance=at_failure(extra.get("wall_seconds"), command), **extra)
 
 
 def measure_safely(config: CostConfig, command: str = "") -> CostRecord:

@@ -26,7 +26,7 @@ from bench import progress
 from bench.deploy_records import DEPLOYS, DeployRecord, append_deploy_record, deploy_key
 from bench.isolation import LOGS_DIR, classify, failure_text, run_in_child, why_no_result
 from bench.live import SweepView
-from bench.provenance import Provenance, machine, now, package_version
+from bench.provenance import Provenance, at_failure, machine, now, package_version
 from bench.record_store import still_to_do
 from bench.records import Record
 from bench.runtimes import FLOAT_TOLERANCE_POINTS, REFERENCE, RUNTIMES, cpu_flags, usable_cores
@@ -61,7 +61,7 @@ class DeployJob:
 
 def _record(job: DeployJob, status: str, **fields) -> DeployRecord:
     cell = job.cell
-    fields.setdefault("provenance", Provenance(started_at=now()))
+    fields.setdefault("provenance", at_failure(fields.get("wall_seconds")) if status == "failed" else Provenance(started_at=now()))
     return DeployRecord(
         job.key, cell.key, cell.backbone, cell.stage, cell.image_size, cell.augment, cell.seed, cell.dataset, job.runtime, status, cell.identity, tta_flip=cell.tta_flip, **fields
     )
@@ -115,7 +115,7 @@ def evaluate_job(job: DeployJob, out_dir: Path, folder: Path, reference, convert
     from bench import memory, runners, timing
     from bench.convert import file_mb
 
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), now()
     memory.start_anon_peak()
     threads, model_path = usable_cores(), Path(out_dir) / job.model_file()
     runner = runners.load(job.runtime, model_path, threads)
@@ -138,7 +138,7 @@ def evaluate_job(job: DeployJob, out_dir: Path, folder: Path, reference, convert
         runtime_version=package_version(runtime.package),
         threads=threads,
         cpu_flags=cpu_flags(),
-        provenance=dataclasses.replace(machine(), command=command),
+        provenance=dataclasses.replace(machine(), command=command, started_at=started_at),
     )
     if not runtime.int8 and abs(accuracy - reference_accuracy) * 100 > FLOAT_TOLERANCE_POINTS:
         gap = f"test accuracy {100 * accuracy:.2f} % against TensorFlow's {100 * reference_accuracy:.2f} %"

@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from bench.keys import cell_key, digest
-from bench.provenance import Provenance, now
+from bench.provenance import at_failure
 from bench.recipes import Recipe
 from bench.records import Record
 from bench.stages import PROFILES, STAGES, Stage, stage_defaults, unfreeze_layers
@@ -310,6 +310,6 @@ def weights_fingerprint(weights: str) -> str:
 def failed_record(cell: Cell, failure: str, error: str, **extra) -> Record:
     """A ``failed`` record of ``cell``; ``failure`` is one of ``records.FAILURES``. It names the
     cell's recipe as an ok record does: a tuning trial that timed out still says what it tried."""
-    extra.setdefault("provenance", Provenance(started_at=now()))
+    extra.setdefault("provenance", at_failure(extra.get("wall_seconds")))
     extra.setdefault("recipe", cell.recipe_record())
     return Record(**cell.record_fields(), status="failed", failure=failure, error=error, **extra)

@@ -1,11 +1,13 @@
 """Reading what a report or a comparison is made from: the latest record per cell (runs) or per
-key (costs) across output folders and record files, with the count of malformed lines skipped.
+key (costs) across output folders and record files, with the count of malformed lines skipped;
+and every recorded measurement's span, which says whether a cell had the cores to itself.
 
 Kept apart from ``bench.stats`` so that statistics are functions of records and read no files.
 """
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -35,10 +37,8 @@ def load_every(sources) -> tuple[list[Record], int]:
     Raises:
         UsageError: a file has lines but no readable record.
     """
-    from bench.cost_records import COST_FILE
-    from bench.deploy_records import DEPLOY_FILE
-
-    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or s.name not in (COST_FILE, TRIALS_FILE, DEPLOY_FILE)], RUNS)
+    kinds = _record_kinds()
+    loaded = record_store.load([s for s in map(Path, sources) if s.is_dir() or kinds.get(s.name, RUNS) is RUNS], RUNS)
     return loaded.records, loaded.bad_lines
 
 
@@ -60,28 +60,46 @@ def load_timings(sources) -> pd.DataFrame:
     each with its kind, key, host, start and wall seconds. What ``time_spent.overlapped`` checks a
     cell against: any of them on the cell's host while it ran shared its cores.
 
-    The inputs' own files are read (and their bad lines said) by the loaders of what they report;
-    here a file that cannot be read, or a line that is not a record, only leaves its measurements out.
+    A converted model's row starts its ``convert_seconds`` before its stamp: the conversion ran
+    just before the measurement, in a process of its own, and its wall seconds count it. The
+    inputs' own files are read (and their bad lines said) by the loaders of what they report;
+    here a file that cannot be read only leaves its measurements out.
     """
+    kinds = _record_kinds()
+    files = set()
+    for source in map(Path, sources):
+        if source.is_dir():
+            files.update((found.resolve(), found.name) for found in source.rglob("*.jsonl") if found.name in kinds)
+        elif source.exists():
+            files.add((source.resolve(), source.name))
+    rows = []
+    for path, name in sorted(files):
+        kind = kinds.get(name, RUNS)
+        try:
+            records = record_store.read(path, kind).records
+        except UsageError:
+            continue
+        for record in records:
+            flat = record_store.as_flat_dict(record)
+            rows.append({"kind": kind.name, "key": flat["key"], "hostname": flat.get("hostname", ""), "started_at": _lead(flat.get("started_at", ""), flat.get("convert_seconds")), "wall_seconds": flat.get("wall_seconds")})
+    return pd.DataFrame(rows, columns=["kind", "key", "hostname", "started_at", "wall_seconds"])
+
+
+def _record_kinds() -> dict:
+    """Each kind of record by its file's name. A file of any other name is a runs file, as
+    ``load_every`` reads one given by name."""
     from bench.cost_records import COSTS
     from bench.deploy_records import DEPLOYS
 
-    kinds = (RUNS, TRIALS, COSTS, DEPLOYS)
-    other_files = {kind.file_name for kind in kinds if kind is not RUNS}
-    rows = []
-    for kind in kinds:
-        # A file given by name is read as its kind's file, and any other file as a runs file (as ``load_every`` reads it).
-        named = [s for s in map(Path, sources) if not s.is_dir() and (s.name == kind.file_name or (kind is RUNS and s.name not in other_files))]
-        paths = {p.resolve() for p in [*named, *(f for s in map(Path, sources) if s.is_dir() for f in s.rglob(kind.file_name))]}
-        for path in sorted(paths):
-            try:
-                records = record_store.read(path, kind).records
-            except UsageError:
-                continue
-            for record in records:
-                flat = record_store.as_flat_dict(record)
-                rows.append({"kind": kind.name, "key": flat["key"], "hostname": flat.get("hostname", ""), "started_at": flat.get("started_at", ""), "wall_seconds": flat.get("wall_seconds")})
-    return pd.DataFrame(rows, columns=["kind", "key", "hostname", "started_at", "wall_seconds"])
+    return {kind.file_name: kind for kind in (RUNS, TRIALS, COSTS, DEPLOYS)}
+
+
+def _lead(started_at: str, seconds) -> str:
+    """``started_at`` moved ``seconds`` earlier (as it is where there are none, or it is no time)."""
+    try:
+        return (datetime.datetime.fromisoformat(started_at) - datetime.timedelta(seconds=seconds)).isoformat(timespec="seconds") if seconds else started_at
+    except (TypeError, ValueError):
+        return started_at
 
 
 def load_apart(sources) -> list[list[Record]]:

@@ -15,9 +15,9 @@ from importlib import metadata
 from pathlib import Path
 
 
-def now() -> str:
-    """The current UTC time as records stamp it (ISO 8601, whole seconds)."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+def now(seconds_ago: float = 0.0) -> str:
+    """The current UTC time (less ``seconds_ago``) as records stamp it (ISO 8601, whole seconds)."""
+    return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds_ago)).isoformat(timespec="seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,3 +84,11 @@ def machine() -> Provenance:
         git_dirty=bool(_git("status", "--porcelain", "--untracked-files=no", "--", *CODE_FILES)) if commit else None,
         started_at=now(),
     )
+
+
+def at_failure(wall_seconds: float | None = None, command: str = "") -> Provenance:
+    """A failed record's provenance, written once the work has ended: this host, and the work's
+    start (now, less its wall seconds where known), so that its span lines up with other
+    records' (``bench.time_spent.overlapped``). What ran is not known here (a killed child may
+    have said nothing)."""
+    return Provenance(hostname=socket.gethostname(), started_at=now(wall_seconds or 0.0), command=command)

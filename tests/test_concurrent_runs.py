@@ -29,7 +29,7 @@ def test_a_live_measurement_is_named_and_a_dead_ones_marker_removed(folder, othe
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     (folder / ended.stdout.strip()).write_text("python -m bench cost --all")
     with concurrent_runs.measuring("python -m bench cost --backbone small_cnn"):
-        assert (folder / str(os.getpid())).read_text() == f"{concurrent_runs.start_time(os.getpid())}\npython -m bench cost --backbone small_cnn"
+        assert (folder / str(os.getpid())).read_text() == f"{concurrent_runs.start_ticks(os.getpid())}\npython -m bench cost --backbone small_cnn"
     err = capsys.readouterr().err
     assert f"another bench measurement is running on this machine (pid {other_process}: python -m bench run --all)" in err
     assert err.count("warning:") == 1  # the ended one is not running
@@ -93,14 +93,16 @@ def test_the_cli_holds_a_marker_while_the_command_runs(folder, monkeypatch):
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process start times are read from /proc")
 def test_a_marker_whose_number_a_later_process_took_is_an_ended_ones(folder, other_process, capsys):
     """kill -9 leaves a marker; once the number goes to a new process, its start time tells them apart."""
-    started = concurrent_runs.start_time(other_process)
+    started = concurrent_runs.start_ticks(other_process)
     assert started.isdigit()
     folder.mkdir()
     (folder / str(other_process)).write_text(f"{int(started) - 1}\npython -m bench run --all")  # the number's earlier owner
     assert concurrent_runs.running_others(folder) == [] and not (folder / str(other_process)).exists()
     (folder / str(other_process)).write_text(concurrent_runs.marker_text(other_process, "python -m bench run --all"))
     assert concurrent_runs.running_others(folder) == [(other_process, "python -m bench run --all")]
-    # A marker of the earlier version (the command alone) is still read, by the process's liveness.
+    # A marker with no command line still has its start; one of the earlier version (the command alone) is read by liveness.
+    (folder / str(other_process)).write_text(f"{int(started) - 1}\n")
+    assert concurrent_runs.running_others(folder) == []
     (folder / str(other_process)).write_text("python -m bench tune --all")
     assert concurrent_runs.running_others(folder) == [(other_process, "python -m bench tune --all")]
 
@@ -113,7 +115,11 @@ def test_another_users_measurement_is_seen_too(tmp_path, other_process, monkeypa
     theirs = tmp_path / f"{concurrent_runs.FOLDER_PREFIX}{os.getuid() + 1}"
     theirs.mkdir()
     (theirs / str(other_process)).write_text(concurrent_runs.marker_text(other_process, "python -m bench run --all"))
-    (tmp_path / f"{concurrent_runs.FOLDER_PREFIX}unlistable").write_text("")  # not a folder: nothing to read
+    (tmp_path / f"{concurrent_runs.FOLDER_PREFIX}{os.getuid() + 2}").write_text("")  # not a folder: nothing to read
+    suite = tmp_path / f"{concurrent_runs.FOLDER_PREFIX}tests-x"  # not a user's folder: not read
+    suite.mkdir()
+    (suite / str(other_process)).write_text(concurrent_runs.marker_text(other_process, "python -m bench tune --all"))
     with concurrent_runs.measuring("python -m bench cost --all"):
         assert (tmp_path / f"{concurrent_runs.FOLDER_PREFIX}{os.getuid()}" / str(os.getpid())).exists()
-    assert f"(pid {other_process}: python -m bench run --all)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"(pid {other_process}: python -m bench run --all)" in err and err.count("warning:") == 1

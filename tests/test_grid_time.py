@@ -196,7 +196,7 @@ def test_a_cell_measured_beside_a_cost_row_in_a_folder_below_did_not_run_alone(t
     append_cost_record(tmp_path / "deploy", cost_row(f"{host}-elsewhere", "2026-12-01T10:02:00+00:00"))
     append_cost_record(tmp_path / "deploy", cost_row(host, "2026-12-01T11:00:00+00:00"))  # after it
     (tmp_path / "tuning").mkdir()
-    (tmp_path / "tuning" / "trials.jsonl").write_text("not a record\n")  # unreadable context is passed over
+    (tmp_path / "tuning" / "trials.jsonl").write_text("not a record\n")  # a line that is no record leaves nothing out
     timings = load_timings([tmp_path])
     assert sorted(timings["kind"].unique()) == ["cost", "run"] and len(timings) == len(records) + 2
     assert not_alone() == []
@@ -213,3 +213,26 @@ def test_timings_read_a_runs_file_given_by_any_name(tmp_path):
     path.write_text("".join(r.to_json() + "\n" for r in records))
     assert list(load_timings([path])["key"]) == [r.key for r in records]
     assert load_timings([tmp_path / "missing"]).empty
+
+
+def test_a_failed_or_converted_measurement_spans_the_time_it_ran(tmp_path):
+    """A failed record is written when its work has ended, a converted model's row after its conversion:
+    both spans still start where the work did, on this host."""
+    import datetime
+    import socket
+
+    from bench.cost_records import CostConfig, CostRecord, append_cost_record
+    from bench.cost import failed_cost_record
+    from bench.loading import load_timings
+    from bench.provenance import Provenance
+
+    config = CostConfig("small_cnn", 32, 64)
+    append_cost_record(tmp_path, failed_cost_record(config, "timeout", "killed", wall_seconds=3600.0))
+    converted = CostConfig("small_cnn", 32, 64, runtime="onnxruntime")
+    stamp = "2026-12-01T10:10:00+00:00"
+    append_cost_record(tmp_path, CostRecord(**converted.identity(), status="ok", wall_seconds=700.0, convert_seconds=600.0, provenance=Provenance(hostname="vm", started_at=stamp)))
+    failed, ok = load_timings([tmp_path]).itertuples()
+    started = datetime.datetime.fromisoformat(failed.started_at)
+    hour_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    assert failed.hostname == socket.gethostname() and abs((started - hour_ago).total_seconds()) < 60
+    assert ok.started_at == "2026-12-01T10:00:00+00:00"  # 600 s of conversion before its stamp
