@@ -41,7 +41,7 @@ def marker_folders() -> list[Path]:
     if os.environ.get(FOLDER_ENV_VAR):
         return [own]
     # Users' folders end in their user id (the test suite's own folders do not).
-    return [own, *sorted(p for p in own.parent.glob(f"{FOLDER_PREFIX}[0-9]*") if p != own and p.name[len(FOLDER_PREFIX) :].isdigit())]
+    return [own, *sorted(p for p in own.parent.glob(f"{FOLDER_PREFIX}*") if p != own and p.name[len(FOLDER_PREFIX) :].isdigit())]
 
 
 def _alive(pid: int) -> bool:

@@ -26,7 +26,7 @@ from bench import progress
 from bench.deploy_records import DEPLOYS, DeployRecord, append_deploy_record, deploy_key
 from bench.isolation import LOGS_DIR, classify, failure_text, run_in_child, why_no_result
 from bench.live import SweepView
-from bench.provenance import Provenance, at_failure, machine, now, package_version
+from bench.provenance import at_failure, machine, now, package_version
 from bench.record_store import still_to_do
 from bench.records import Record
 from bench.runtimes import FLOAT_TOLERANCE_POINTS, REFERENCE, RUNTIMES, cpu_flags, usable_cores
@@ -61,7 +61,6 @@ class DeployJob:
 
 def _record(job: DeployJob, status: str, **fields) -> DeployRecord:
     cell = job.cell
-    fields.setdefault("provenance", at_failure(fields.get("wall_seconds")) if status == "failed" else Provenance(started_at=now()))
     return DeployRecord(
         job.key, cell.key, cell.backbone, cell.stage, cell.image_size, cell.augment, cell.seed, cell.dataset, job.runtime, status, cell.identity, tta_flip=cell.tta_flip, **fields
     )
@@ -69,6 +68,7 @@ def _record(job: DeployJob, status: str, **fields) -> DeployRecord:
 
 def failed_deploy_record(job: DeployJob, failure: str, error: str, **fields) -> DeployRecord:
     """A ``failed`` record of ``job``; ``failure`` is one of ``DEPLOY_FAILURES``."""
+    fields.setdefault("provenance", at_failure(fields.get("wall_seconds")))
     return _record(job, "failed", failure=failure, error=error, **fields)
 
 
