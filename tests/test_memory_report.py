@@ -17,7 +17,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "runs.jsonl"
 
 
 # Each published folder with the other folders its report reads (the commands in its notes).
-PUBLISHED = {"results": (), "results/axes": (), "results/from-scratch": ("results",), "results/deploy": (), "results/tuning": ()}
+PUBLISHED = {"results": (), "results/axes": (), "results/from-scratch": ("results",), "results/deploy": (), "results/tuning": (), "results/tuning-cap4": ()}
 
 
 @pytest.mark.parametrize("folder,inputs", PUBLISHED.items(), ids=list(PUBLISHED))
