@@ -268,12 +268,12 @@ def test_report_shows_the_batch_size_an_out_of_memory_retry_used():
 
 def _cell_of(record) -> Cell:
     """The cell today's planner makes for a record's settings (its data and weights known by
-    content; a tuned one with the committed recipes, as `bench run --recipes` reads them)."""
+    content; a tuned one with the published recipes, results/recipes, as `bench run --recipes` reads them)."""
     from bench.recipes import find_recipes
     from bench.stages import STAGES
 
     identity = record.identity
-    recipes = find_recipes(COMMITTED[0] / "tuning" / "recipes", record.backbone, STAGES) if identity["recipes"] else ()
+    recipes = find_recipes(COMMITTED[0] / "recipes", record.backbone, STAGES) if identity["recipes"] else ()
     return Cell(record.backbone, record.stage, record.image_size, record.augment, record.seed, data="/elsewhere/" + record.dataset, profile=record.profile,
                 weights=record.weights, dataset_id=identity["dataset_id"], weights_id=identity["weights_id"], recipes=recipes, precision=identity["precision"])
 
