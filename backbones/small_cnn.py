@@ -32,7 +32,7 @@ def _residual(x, filters, name):
     return keras.layers.Add(name=f"{name}_add")([shortcut, x])
 
 
-@register_backbone(default_image_size=32, preprocess=standardize_cifar, has_imagenet_weights=False, stages=("baseline",))
+@register_backbone(default_image_size=32, preprocess=standardize_cifar, has_imagenet_weights=False, stages=("baseline",), baseline_recipe="small_cnn")
 def small_cnn(input_shape=(32, 32, 3), weights=None):
     """Residual CNN, 9 convolutions, widths 32-64-128, about 0.5 M parameters."""
     if weights not in (None, "none"):
