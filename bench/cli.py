@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-cell", type=options.resource_share, default=1, help="CPUs a Ray task reserves for a cell (default 1)")
     run.add_argument("--gpus-per-cell", type=options.resource_share, default=0, help="GPUs a Ray task reserves for a cell (default 0)")
     run.add_argument("--shard", type=options.shard, metavar="I/N", help="run only shard I (0-based) of N of the grid, for job arrays (e.g. $SLURM_ARRAY_TASK_ID/4); merge with `report --out DIR SHARD_DIR...`")
-    run.add_argument("--precision", choices=["float32", "mixed"], help="mixed: bfloat16 compute on CPU, float16 on GPU (default: each recipe's own, float32 but for airbench94's mixed, as upstream trains in half precision)")
+    run.add_argument("--precision", choices=["float32", "mixed"], help="mixed: bfloat16 compute on CPU, float16 on GPU (default: each recipe's own: float32, but mixed for the from-scratch small_cnn and airbench94, faster in bfloat16 on CPUs with AVX512-BF16)")
     run.add_argument("--jit-compile", action="store_true", help="XLA-compile training and inference")
     run.add_argument("--recipes", type=Path, metavar="DIR", help="train with the tuned recipes in DIR (<backbone>-<stage>.json, written by `bench tune` into OUT/recipes); stages without one run their default")
     run.add_argument("--fit-on", choices=FIT_ON, default="train", help="train+val: the final fit on train and validation together, once a recipe is chosen (Kornblith et al.); no validation accuracy then (default train)")

@@ -111,7 +111,24 @@ def blocked_batches(count: int, batch_size: int, row_bytes: int, read_rows, *spe
     signature = tuple(tf.TensorSpec((None, *shape), dtype) for shape, dtype in specs)
     dataset = tf.data.Dataset.from_generator(blocks, output_signature=signature if len(signature) > 1 else signature[0]).rebatch(batch_size)
     # A known length lets Keras size its epochs without running out of data.
-    return dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
+    return dataset.with_options(without_autotuning())
+
+
+def without_autotuning():
+    """tf.data options with autotuning off, for every pipeline here (and those built on them).
+
+    tf.data's autotuning thread sleeps between its passes, for up to a minute once a pipeline
+    has run a while, and destroying an iterator waits for it to wake. Training calls ``fit``
+    once per epoch, so each epoch ended up to a minute late: measured on 2 cores, ``fit``
+    returned only at the thread's wake-ups (20.5, 41 or 82 s after it began, its own epoch
+    done at 13-29 s), and the default grid's from-scratch epochs took 142 or 202 s for 90-130
+    s of steps. The pipelines' parallelism and buffers are fixed here, so nothing is lost."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def view_batches(rows, labels: np.ndarray | None = None, batch_size: int = EVAL_BATCH_SIZE):

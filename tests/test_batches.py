@@ -94,6 +94,24 @@ def test_image_batches_are_the_whole_array_pipelines_batches(policy, shift):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_training_and_evaluation_pipelines_run_without_tf_data_autotuning():
+    """With autotuning on, destroying an iterator waits for tf.data's autotuning thread to wake
+    (up to a minute), and training destroys one per epoch (``bench.training.without_autotuning``)."""
+    from bench.augment import get_policy
+    from bench.stages import STAGES
+    from bench.training import image_epochs, variant_epochs, view_batches
+
+    x = np.zeros((20, 8, 8, 3), "uint8")
+    y = np.eye(10, dtype="float32")[np.arange(20) % 10]
+    recipe = dataclasses.replace(STAGES["baseline"], batch_size=8)
+    pipelines = {
+        "images": image_epochs(RowView(x), y, recipe, get_policy("flip-crop"), 0)(0),
+        "activations": variant_epochs([RowView(x.astype("float32"))], y, 0, 1, batch_size=8)(0),
+        "evaluation": view_batches(RowView(x), y),
+    }
+    assert {name: dataset.options().autotune.enabled for name, dataset in pipelines.items()} == dict.fromkeys(pipelines, False)
+
+
 def test_an_epochs_memory_does_not_follow_the_splits_size(tmp_path):
     """An epoch over 470 MB of memory-mapped activations (two variants, shifted) holds a few
     blocks of anonymous memory; the in-memory loader it replaced holds the split."""
